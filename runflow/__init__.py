@@ -1,0 +1,120 @@
+"""
+runflow: the exact, fast, safe lifecycle of OpenAI-style runs.
+
+>>> from runflow import Engine, RunStatus
+>>> from runflow.testing import FakeClock
+>>> engine = Engine(clock=FakeClock(1_700_000_000))
+>>> run = engine.create(thread_id="thread_a", assistant_id="asst_a", model="gpt-4o")
+>>> engine.start(run).status is RunStatus.IN_PROGRESS
+True
+"""
+
+from __future__ import annotations
+
+from importlib.metadata import PackageNotFoundError, version
+
+from runflow._clock import Clock, SystemClock
+from runflow._engine import Engine
+from runflow._events import RunEvent
+from runflow._machine import ASSISTANTS_RUN, Enter, LifecycleProfile, TransitionSpec
+from runflow._model import (
+    ACTIVE_STATUSES,
+    TERMINAL_STATUSES,
+    CodeInterpreterTool,
+    FileSearch,
+    FileSearchRankingOptions,
+    FileSearchTool,
+    FunctionCall,
+    FunctionDefinition,
+    FunctionTool,
+    IncompleteDetails,
+    JsonSchema,
+    LastError,
+    NamedToolChoice,
+    RequiredAction,
+    ResponseFormat,
+    ResponseFormatJsonObject,
+    ResponseFormatJsonSchema,
+    ResponseFormatText,
+    RunObject,
+    RunStatus,
+    SubmitToolOutputs,
+    Tool,
+    ToolCall,
+    ToolChoice,
+    ToolChoiceFunction,
+    ToolOutput,
+    TruncationStrategy,
+    Usage,
+)
+from runflow.exceptions import (
+    InvalidTransitionError,
+    RunflowError,
+    RunNotFoundError,
+    ToolOutputsError,
+    ValidationError,
+)
+
+try:
+    __version__ = version("runflow-engine")
+except PackageNotFoundError:  # pragma: no cover - running from a source tree
+    __version__ = "0.0.0"
+
+
+def lifecycle_diagram() -> str:
+    """
+    The run lifecycle as a Mermaid state diagram, drawn by transitions' diagram
+    support from the engine's real machine.
+
+    .. versionadded:: 0.1.0
+    """
+    from runflow._engine import _LIFECYCLE  # noqa: PLC0415
+
+    return _LIFECYCLE.mermaid()
+
+
+__all__ = [
+    "ACTIVE_STATUSES",
+    "ASSISTANTS_RUN",
+    "TERMINAL_STATUSES",
+    "Clock",
+    "CodeInterpreterTool",
+    "Engine",
+    "Enter",
+    "FileSearch",
+    "FileSearchRankingOptions",
+    "FileSearchTool",
+    "FunctionCall",
+    "FunctionDefinition",
+    "FunctionTool",
+    "IncompleteDetails",
+    "InvalidTransitionError",
+    "JsonSchema",
+    "LastError",
+    "LifecycleProfile",
+    "NamedToolChoice",
+    "RequiredAction",
+    "ResponseFormat",
+    "ResponseFormatJsonObject",
+    "ResponseFormatJsonSchema",
+    "ResponseFormatText",
+    "RunEvent",
+    "RunNotFoundError",
+    "RunObject",
+    "RunStatus",
+    "RunflowError",
+    "SubmitToolOutputs",
+    "SystemClock",
+    "Tool",
+    "ToolCall",
+    "ToolChoice",
+    "ToolChoiceFunction",
+    "ToolOutput",
+    "ToolOutputsError",
+    "TransitionSpec",
+    "TruncationStrategy",
+    "Usage",
+    "ValidationError",
+    "__version__",
+    "lifecycle_diagram",
+]

@@ -1,0 +1,303 @@
+"""
+(Un)structuring between wire JSON and the records, with cattrs.
+
+One converter for everything. Primitive hooks are strict (no ``"12"`` for an int, no
+``True`` for an int, no ``1.5`` for a timestamp); unions that the wire tags with
+``type`` are dispatched on it; optional keys the schema does not allow as ``null``
+are omitted on output. Errors become :class:`runflow.ValidationError` naming the
+JSON path of every problem.
+"""
+
+from __future__ import annotations
+
+import types
+import typing
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import attrs
+import cattrs
+from cattrs.gen import make_dict_unstructure_fn, override
+
+from runflow._model import (
+    CodeInterpreterTool,
+    FileSearch,
+    FileSearchRankingOptions,
+    FileSearchTool,
+    FunctionDefinition,
+    FunctionTool,
+    IncompleteDetails,
+    JsonSchema,
+    NamedToolChoice,
+    ResponseFormat,
+    ResponseFormatJsonObject,
+    ResponseFormatJsonSchema,
+    ResponseFormatText,
+    RunObject,
+    RunStatus,
+    Tool,
+    ToolCall,
+    ToolChoice,
+    ToolOutput,
+)
+from runflow.exceptions import ValidationError
+
+__all__ = [
+    "converter",
+    "structure",
+    "structure_run",
+    "unstructure",
+    "unstructure_run",
+]
+
+converter = cattrs.Converter(forbid_extra_keys=False, detailed_validation=True)
+
+_TYPE_NAMES = {int: "an integer", float: "a number", str: "a string", bool: "a boolean"}
+
+
+def _json_type(value: object) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int):
+        return "an integer"
+    if isinstance(value, float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, Mapping):
+        return "an object"
+    if isinstance(value, list | tuple):
+        return "an array"
+    return type(value).__name__
+
+
+def _strict(kind: type) -> Callable[[object, type], object]:
+    def hook(value: object, _: type) -> object:
+        ok = type(value) is kind or (
+            kind is float and isinstance(value, int | float) and not isinstance(value, bool)
+        )
+        if not ok:
+            msg = f"expected {_TYPE_NAMES[kind]}, got {_json_type(value)}"
+            raise TypeError(msg)
+        return float(value) if kind is float else value  # type: ignore[arg-type]
+
+    return hook
+
+
+for _kind in (int, float, str, bool):
+    converter.register_structure_hook(_kind, _strict(_kind))
+
+
+def _structure_status(value: object, _: type) -> RunStatus:
+    if not isinstance(value, str):
+        msg = f"expected a string, got {_json_type(value)}"
+        raise TypeError(msg)
+    try:
+        return RunStatus(value)
+    except ValueError:
+        allowed = ", ".join(s.value for s in RunStatus)
+        msg = f"{value!r} is not a run status (one of {allowed})"
+        raise ValueError(msg) from None
+
+
+converter.register_structure_hook(RunStatus, _structure_status)
+
+
+def _structure_mapping(value: object, _: type) -> Mapping[str, Any]:
+    if not isinstance(value, Mapping):
+        msg = f"expected an object, got {_json_type(value)}"
+        raise TypeError(msg)
+    return types.MappingProxyType(dict(value))
+
+
+def _structure_metadata(value: object, _: type) -> Mapping[str, str] | None:
+    if value is None:
+        return None
+    if not isinstance(value, Mapping):
+        msg = f"expected an object or null, got {_json_type(value)}"
+        raise TypeError(msg)
+    for key, item in value.items():
+        if not isinstance(item, str):
+            msg = (
+                f"Invalid type for 'metadata.{key}': expected a string, "
+                f"but got {_json_type(item).split()[-1]} instead."
+            )
+            raise TypeError(msg)
+    return types.MappingProxyType(dict(value))
+
+
+def _is(target: object) -> Callable[[object], bool]:
+    return lambda t: t == target
+
+
+converter.register_structure_hook_func(_is(Mapping[str, Any]), _structure_mapping)
+converter.register_structure_hook_func(
+    _is(Mapping[str, Any] | None), lambda v, t: None if v is None else _structure_mapping(v, t)
+)
+converter.register_structure_hook_func(_is(Mapping[str, str] | None), _structure_metadata)
+
+
+def _unstructure_mapping(value: Mapping[str, Any]) -> dict[str, Any]:
+    return dict(value)
+
+
+converter.register_unstructure_hook(types.MappingProxyType, _unstructure_mapping)
+
+
+def _tagged(union: object, classes: Sequence[type], literals: Sequence[str] = ()) -> None:
+    """Dispatch a union on the wire's ``type`` key (plain strings for its literals)."""
+    by_tag = {attrs.fields_dict(c)["type"].default: c for c in classes}
+    expected = ", ".join([*(repr(s) for s in literals), *(f"{{type: {t!r}}}" for t in by_tag)])
+
+    def hook(value: object, _: object) -> object:
+        if isinstance(value, str) and value in literals:
+            return value
+        if isinstance(value, Mapping):
+            cls = by_tag.get(value.get("type"))  # type: ignore[arg-type]
+            if cls is not None:
+                return converter.structure(value, cls)
+        if type(value) in classes:
+            return value
+        msg = f"expected one of {expected}, got {value!r}"
+        raise ValueError(msg)
+
+    converter.register_structure_hook_func(_is(union), hook)
+    optional = union | None  # type: ignore[operator]
+    converter.register_structure_hook_func(
+        _is(optional), lambda v, t: None if v is None else hook(v, t)
+    )
+
+
+_tagged(Tool, (CodeInterpreterTool, FileSearchTool, FunctionTool))
+_tagged(ToolChoice, (NamedToolChoice,), ("none", "auto", "required"))
+_tagged(
+    ResponseFormat,
+    (ResponseFormatText, ResponseFormatJsonObject, ResponseFormatJsonSchema),
+    ("auto",),
+)
+
+# Optional keys the schema types as non-nullable: omitted when unset, never sent as null.
+for _cls, _names in (
+    (FunctionDefinition, ("description", "parameters", "strict")),
+    (FileSearch, ("max_num_results", "ranking_options")),
+    (FileSearchRankingOptions, ("ranker",)),
+    (FileSearchTool, ("file_search",)),
+    (JsonSchema, ("description", "schema", "strict")),
+    (NamedToolChoice, ("function",)),
+    (IncompleteDetails, ("reason",)),
+):
+    converter.register_unstructure_hook(
+        _cls,
+        make_dict_unstructure_fn(
+            _cls, converter, **{n: override(omit_if_default=True) for n in _names}
+        ),
+    )
+
+
+# --- reading real traffic ----------------------------------------------------------------
+
+_REQUIRED = ("id", "object", "created_at", "thread_id", "assistant_id", "status")
+
+
+def _upgrade_v1(data: Mapping[str, Any]) -> dict[str, Any]:
+    """Map older API shapes onto the newest one (spec/README.md, LIFECYCLE R7.3)."""
+    d = dict(data)
+    if d.get("instructions", "") is None:
+        d["instructions"] = ""
+    tools = d.get("tools")
+    if isinstance(tools, list | tuple):
+        d["tools"] = [
+            {"type": "file_search"}
+            if isinstance(t, Mapping) and t.get("type") == "retrieval"
+            else t
+            for t in tools
+        ]
+    choice = d.get("tool_choice")
+    if isinstance(choice, Mapping) and choice.get("type") == "retrieval":
+        d["tool_choice"] = {**choice, "type": "file_search"}
+    if d.get("response_format") == "none":
+        d["response_format"] = {"type": "text"}
+    if d.get("status") == "completed" and d.get("incomplete_details") is not None:
+        d["status"] = "incomplete"
+    return d
+
+
+def _path(prefix: str, exc: BaseException) -> list[str]:
+    return cattrs.transform_error(
+        exc,
+        path=prefix,
+        format_exception=lambda e, t: (
+            f"required key missing ({e.args[0] if e.args else ''})"
+            if isinstance(e, KeyError)
+            else str(e)
+        ),
+    )
+
+
+def _raise(prefix: str, exc: BaseException) -> typing.NoReturn:
+    errors = _path(prefix, exc)
+    first = errors[0]
+    rule, _, path = first.rpartition(" @ ")
+    raise ValidationError(path or prefix, rule or first, errors=errors) from exc
+
+
+def structure(data: object, cls: type[Any], path: str = "$") -> Any:
+    """Structure ``data`` into ``cls``, raising :class:`ValidationError` with paths."""
+    try:
+        return converter.structure(data, cls)
+    except (cattrs.BaseValidationError, TypeError, ValueError, KeyError) as exc:
+        _raise(path, exc)
+
+
+def structure_run(data: Mapping[str, Any]) -> RunObject:
+    """Read a RunObject from wire JSON (see :meth:`RunObject.from_dict`)."""
+    if not isinstance(data, Mapping):
+        raise ValidationError("$", f"expected an object, got {_json_type(data)}")
+    for key in _REQUIRED:
+        if key not in data:
+            raise ValidationError(f"$.{key}", "required key missing")
+    if data["object"] != "thread.run":
+        raise ValidationError("$.object", f"expected 'thread.run', got {data['object']!r}")
+    run: RunObject = structure(_upgrade_v1(data), RunObject)
+    return run
+
+
+def structure_tool_calls(calls: object) -> tuple[ToolCall, ...]:
+    """Read tool calls given as records or wire dicts."""
+    items = _sequence(calls, "$.tool_calls")
+    return tuple(
+        c if type(c) is ToolCall else structure(c, ToolCall, f"$.tool_calls[{i}]")
+        for i, c in enumerate(items)
+    )
+
+
+def structure_tool_outputs(outputs: object) -> tuple[ToolOutput, ...]:
+    """Read tool outputs given as records or wire dicts."""
+    items = _sequence(outputs, "$.tool_outputs")
+    return tuple(
+        o if type(o) is ToolOutput else structure(o, ToolOutput, f"$.tool_outputs[{i}]")
+        for i, o in enumerate(items)
+    )
+
+
+def _sequence(value: object, path: str) -> Sequence[object]:
+    if isinstance(value, str | bytes | Mapping) or not isinstance(value, Sequence):
+        raise ValidationError(path, f"expected an array, got {_json_type(value)}")
+    return value
+
+
+def unstructure(value: object) -> Any:
+    """Unstructure any record into JSON-ready builtins."""
+    return converter.unstructure(value)
+
+
+converter.register_unstructure_hook(RunStatus, str)
+_unstructure_run = make_dict_unstructure_fn(RunObject, converter)
+
+
+def unstructure_run(run: RunObject) -> dict[str, Any]:
+    """The wire dict of a run (see :meth:`RunObject.to_dict`)."""
+    d: dict[str, Any] = _unstructure_run(run)
+    return d

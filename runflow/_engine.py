@@ -1,0 +1,791 @@
+"""The run engine: every status change of every run goes through here."""
+
+from __future__ import annotations
+
+import base64
+import os
+import threading
+import typing
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
+
+import attrs
+import structlog
+
+from runflow._clock import Clock, SystemClock
+from runflow._convert import structure_run, structure_tool_calls, structure_tool_outputs
+from runflow._events import RunEvent
+from runflow._machine import ASSISTANTS_RUN, Enter, Lifecycle, Step
+from runflow._model import (
+    ACTIVE_STATUSES,
+    TERMINAL_STATUSES,
+    IncompleteDetails,
+    IncompleteReason,
+    RequiredAction,
+    RunObject,
+    RunStatus,
+    SubmitToolOutputs,
+    Usage,
+)
+from runflow._validate import check_create, check_tool_calls, last_error
+from runflow._validate import reason as check_reason
+from runflow._validate import usage as check_usage
+from runflow.exceptions import (
+    InvalidTransitionError,
+    RunflowError,
+    RunNotFoundError,
+    ToolOutputsError,
+    ValidationError,
+)
+from runflow.hooks import IncompleteReasonHook, RequiredActionHook
+from runflow.stores import MemoryStore, Store, StoredRun
+
+__all__ = ["DEFAULT_EXPIRES_AFTER", "Engine", "RunRef"]
+
+#: Seconds from creation to ``expires_at`` (LIFECYCLE R3.2).
+DEFAULT_EXPIRES_AFTER = 600
+
+RunRef = str | RunObject
+Subscriber = Callable[[RunEvent], object]
+
+_ZERO = Usage(prompt_tokens=0, completion_tokens=0, total_tokens=0)
+_STATUS: dict[str, RunStatus] = {s.value: s for s in RunStatus}
+_EVENT: dict[str, str] = {s.value: f"thread.run.{s.value}" for s in RunStatus}
+_EXCLUSIVE: tuple[tuple[str, str], ...] = tuple(ASSISTANTS_RUN.exclusive.items())
+_STRIPES = 256  # per-run locks are striped: no per-run allocation, no global lock
+_MAX_RETRIES = 8  # compare-and-set retries against a store shared with other processes
+_log = structlog.get_logger("runflow")
+
+
+def _enter(step: Step, effects: Enter) -> None:
+    """
+    The always-on step: stamp and clear fields from the destination status.
+
+    The machine calls it on entering every status (LIFECYCLE §3 and §8).
+    """
+    changes = step.changes
+    dest = step.state
+    changes["status"] = _STATUS[dest]
+    if effects.stamp is not None:
+        changes[effects.stamp] = step.now
+    run = step.run
+    for field, holder in _EXCLUSIVE:
+        if holder != dest and getattr(run, field) is not None:
+            changes[field] = None
+    if effects.holds is not None:
+        changes[effects.holds] = step.payload.get(effects.holds)
+    if effects.ends:
+        changes["expires_at"] = None
+        changes["usage"] = step.payload.get("usage")
+
+
+_LIFECYCLE = Lifecycle(ASSISTANTS_RUN, _enter)
+
+
+def _make_evolve() -> Callable[[RunObject, Mapping[str, Any]], RunObject]:
+    """
+    Build the changed-copy helper: one constructor call, no validators.
+
+    ``attrs.evolve`` inspects the class on every call; this generated function
+    reads each field once and is measured about 1.5x faster on the 27-field record.
+    """
+    names = [a.name for a in attrs.fields(RunObject)]
+    args = ", ".join(f"{n}=c['{n}'] if '{n}' in c else r.{n}" for n in names)
+    namespace: dict[str, Any] = {"RunObject": RunObject}
+    exec(f"def evolve(r, c):\n    return RunObject({args})\n", namespace)  # noqa: S102
+    return typing.cast("Callable[[RunObject, Mapping[str, Any]], RunObject]", namespace["evolve"])
+
+
+_evolve = _make_evolve()
+_ID_TABLE = bytes.maketrans(b"-_", b"xQ")
+
+
+def new_run_id() -> str:
+    """A fresh id shaped like OpenAI's: ``run_`` and 24 letters and digits."""
+    return "run_" + base64.urlsafe_b64encode(os.urandom(18)).translate(_ID_TABLE).decode()
+
+
+def _refusal(run: RunObject, trigger: str, allowed: frozenset[str]) -> InvalidTransitionError:
+    status = run.status.value
+    if trigger == "submit_tool_outputs":
+        msg = f'Runs in status "{status}" do not accept tool outputs.'
+    elif trigger == "cancel":
+        msg = f"Cannot cancel run with status '{status}'."
+    else:
+        msg = f"Cannot {trigger.replace('_', ' ')} run with status '{status}'."
+    return InvalidTransitionError(
+        msg, run_id=run.id, status=status, trigger=trigger, allowed=allowed
+    )
+
+
+def _run_id(ref: RunRef) -> str:
+    if type(ref) is str:
+        return ref
+    if isinstance(ref, RunObject):
+        return ref.id
+    if isinstance(ref, str):
+        return str(ref)
+    msg = f"expected a run id or a RunObject, got {type(ref).__name__}"
+    raise TypeError(msg)
+
+
+# A decision: the trigger to fire, its payload, and the new accrued usage.
+Decision = tuple[str, Mapping[str, Any], Usage | None]
+Decide = Callable[[StoredRun, int], Decision]
+
+
+@typing.final
+class Engine:
+    """
+    Drives runs through their lifecycle: one call, one exact transition.
+
+    Every method that changes a run takes a run id or a :class:`RunObject`, returns
+    the new record and emits the events of the change. A refused call raises and
+    changes nothing, except that a run found past its ``expires_at`` is expired
+    first (LIFECYCLE R3.4): the refusal then names status ``expired``.
+
+    Args:
+        clock: Where time comes from (integer Unix seconds). Defaults to the system
+            clock; tests inject :class:`runflow.testing.FakeClock`.
+        store: Where runs live. Defaults to a new :class:`runflow.stores.MemoryStore`.
+        id_factory: Makes run ids (for reproducible tests). Defaults to OpenAI-shaped
+            random ids.
+        expires_after: Seconds from creation to ``expires_at`` (default 600).
+        required_action_hooks: Consulted, in order, on tool calls and tool outputs.
+        incomplete_reason_hooks: Consulted, in order, when a run completes.
+
+    Calls on one run serialize; calls on different runs do not wait for each other.
+
+    .. versionadded:: 0.1.0
+    """
+
+    def __init__(
+        self,
+        *,
+        clock: Clock | None = None,
+        store: Store | None = None,
+        id_factory: Callable[[], str] | None = None,
+        expires_after: int = DEFAULT_EXPIRES_AFTER,
+        required_action_hooks: Iterable[RequiredActionHook] = (),
+        incomplete_reason_hooks: Iterable[IncompleteReasonHook] = (),
+    ) -> None:
+        self._clock: Clock = clock if clock is not None else SystemClock()
+        self._store: Store = store if store is not None else MemoryStore()
+        self._new_id = id_factory if id_factory is not None else new_run_id
+        self._expires_after = self._check_expires_after(expires_after)
+        self._action_hooks = tuple(required_action_hooks)
+        self._reason_hooks = tuple(incomplete_reason_hooks)
+        self._locks = tuple(threading.Lock() for _ in range(_STRIPES))
+        self._life = _LIFECYCLE
+        self._subscribers: tuple[Subscriber, ...] = ()
+        self._outbox: deque[RunEvent] = deque()
+        self._emit_lock = threading.Lock()
+        self._deliver_lock = threading.Lock()
+        self._delivering = threading.local()
+        self._sequence = 0
+
+    def __repr__(self) -> str:
+        return f"<Engine clock={self._clock!r} store={self._store!r}>"
+
+    @property
+    def clock(self) -> Clock:
+        """The engine's clock."""
+        return self._clock
+
+    @property
+    def store(self) -> Store:
+        """The engine's store."""
+        return self._store
+
+    @property
+    def lifecycle(self) -> Lifecycle:
+        """The shared lifecycle machine this engine drives runs with."""
+        return self._life
+
+    @staticmethod
+    def _check_expires_after(value: object) -> int:
+        if type(value) is not int or value < 1:
+            raise ValidationError("expires_after", f"expected a positive integer, got {value!r}")
+        return value
+
+    # --- creating ------------------------------------------------------------------------
+
+    def create(
+        self,
+        *,
+        thread_id: str,
+        assistant_id: str,
+        model: str = "",
+        instructions: str | None = "",
+        tools: Iterable[Any] = (),
+        metadata: Mapping[str, str] | None = None,
+        max_prompt_tokens: int | None = None,
+        max_completion_tokens: int | None = None,
+        temperature: float | None = None,
+        top_p: float | None = None,
+        truncation_strategy: Any = None,
+        tool_choice: Any = None,
+        parallel_tool_calls: bool = True,
+        response_format: Any = None,
+        expires_after: int | None = None,
+    ) -> RunObject:
+        """
+        Create a run: ``queued``, ``expires_at = created_at + expires_after``.
+
+        Tools, tool choice, truncation strategy and response format are accepted as
+        records or as wire dicts. Unset sampling and strategy fields take the values
+        the live API reports (``temperature``/``top_p`` 1.0, ``"auto"``); metadata
+        defaults to ``{}``. Emits ``thread.run.created`` then ``thread.run.queued``.
+
+        Raises:
+            runflow.ValidationError: an argument breaks the create-run request schema
+                (metadata ≤ 16 keys of ≤ 64 chars with string values ≤ 512 chars,
+                ≤ 20 tools, token budgets ≥ 256, temperature 0..2, top_p 0..1…).
+        """
+        fields = check_create(
+            thread_id=thread_id,
+            assistant_id=assistant_id,
+            model=model,
+            instructions=instructions,
+            tools=tools,
+            metadata_=metadata,
+            max_prompt_tokens=max_prompt_tokens,
+            max_completion_tokens=max_completion_tokens,
+            temperature=temperature,
+            top_p=top_p,
+            truncation_strategy=truncation_strategy,
+            tool_choice=tool_choice,
+            parallel_tool_calls=parallel_tool_calls,
+            response_format=response_format,
+        )
+        ttl = (
+            self._expires_after if expires_after is None else self._check_expires_after(expires_after)
+        )
+        now = self._clock.now()
+        run_id = self._new_id()
+        if not isinstance(run_id, str) or not run_id:
+            msg = f"id_factory returned {run_id!r}; expected a non-empty string"
+            raise RunflowError(msg)
+        run = RunObject(
+            id=run_id,
+            created_at=now,
+            status=RunStatus.QUEUED,
+            expires_at=now + ttl,
+            **fields,
+        )
+        try:
+            self._store.add(StoredRun(run))
+        except ValueError:
+            msg = f"a run with id {run_id!r} already exists (check the engine's id_factory)"
+            raise RunflowError(msg) from None
+        if self._subscribers:
+            self._emit("thread.run.created", run)
+            self._emit("thread.run.queued", run)
+            self._drain()
+        _log.debug(
+            "run_created", run_id=run_id, thread_id=run.thread_id, assistant_id=run.assistant_id
+        )
+        return run
+
+    # --- reading -------------------------------------------------------------------------
+
+    def get(self, run: RunRef) -> RunObject:
+        """
+        The run as it is now. A local active run past ``expires_at`` is expired by
+        this read (and the expiry is stored and emitted).
+
+        Raises:
+            runflow.RunNotFoundError: no such run.
+        """
+        run_id = _run_id(run)
+        stored = self._store.get(run_id)
+        if stored is None:
+            raise RunNotFoundError(run_id)
+        if not self._due(stored, self._clock.now()):
+            return stored.record
+        return self._transition(run_id, None, None)
+
+    def runs(
+        self, *, thread_id: str | None = None, status: RunStatus | str | None = None
+    ) -> list[RunObject]:
+        """
+        Every stored run, oldest first, optionally only one thread's or one status's.
+
+        Applies no expiry; call :meth:`sweep` first to settle overdue runs.
+        """
+        return [
+            s.record
+            for s in self._store
+            if (thread_id is None or s.record.thread_id == thread_id)
+            and (status is None or s.record.status == status)
+        ]
+
+    def discard(self, run: RunRef) -> None:
+        """
+        Forget an ended run, releasing its memory.
+
+        Raises:
+            runflow.InvalidTransitionError: the run is still active.
+            runflow.RunNotFoundError: no such run.
+        """
+        run_id = _run_id(run)
+        with self._lock(run_id):
+            record = self._load(run_id).record
+            if record.status in ACTIVE_STATUSES:
+                raise InvalidTransitionError(
+                    f"Cannot discard run with status '{record.status.value}'.",
+                    run_id=run_id,
+                    status=record.status.value,
+                    trigger="discard",
+                    allowed=frozenset(TERMINAL_STATUSES),
+                )
+            self._store.discard(run_id)
+
+    # --- the transitions -----------------------------------------------------------------
+
+    def start(self, run: RunRef) -> RunObject:
+        """``queued`` → ``in_progress``; stamps ``started_at`` (also on re-entry)."""
+        return self._transition(_run_id(run), "start", None)
+
+    def require_action(self, run: RunRef, tool_calls: Iterable[Any]) -> RunObject:
+        """
+        ``in_progress`` → ``requires_action`` with these function tool calls.
+
+        Each call names a function tool of the run; ids are unique; one call only
+        when ``parallel_tool_calls`` is false. The required-action hooks may rewrite
+        or refuse the calls.
+
+        Raises:
+            runflow.ValidationError: a call is malformed or names no tool of the run.
+            runflow.InvalidTransitionError: the run is not ``in_progress``.
+        """
+        calls = structure_tool_calls(tool_calls if isinstance(tool_calls, Sequence) else list(tool_calls))
+
+        def decide(stored: StoredRun, _: int) -> Decision:
+            record = stored.record
+            checked = check_tool_calls(record, calls)
+            for hook in self._action_hooks:
+                checked = check_tool_calls(
+                    record, structure_tool_calls(list(hook.validate_tool_calls(record, checked)))
+                )
+            action = RequiredAction(submit_tool_outputs=SubmitToolOutputs(tool_calls=checked))
+            return "require_action", {"required_action": action}, stored.accrued
+
+        return self._transition(_run_id(run), "require_action", decide)
+
+    def submit_tool_outputs(self, run: RunRef, tool_outputs: Iterable[Any]) -> RunObject:
+        """
+        ``requires_action`` → ``queued``: all outputs, in a single call (LIFECYCLE R4).
+
+        Raises:
+            runflow.ToolOutputsError: an expected call id is missing, or an id is
+                unknown or given twice.
+            runflow.InvalidTransitionError: ``Runs in status "<status>" do not accept
+                tool outputs.``
+        """
+        outputs = structure_tool_outputs(
+            tool_outputs if isinstance(tool_outputs, Sequence) else list(tool_outputs)
+        )
+
+        def decide(stored: StoredRun, _: int) -> Decision:
+            record = stored.record
+            expected = [c.id for c in record.tool_calls]
+            got = [o.tool_call_id for o in outputs]
+            if len(got) != len(expected) or set(got) != set(expected):
+                raise ToolOutputsError(run_id=record.id, expected=expected, got=got)
+            for hook in self._action_hooks:
+                hook.validate_tool_outputs(record, outputs)
+            return "submit_tool_outputs", {}, stored.accrued
+
+        return self._transition(_run_id(run), "submit_tool_outputs", decide)
+
+    def complete(self, run: RunRef, usage: Usage | Mapping[str, int] | None = None) -> RunObject:
+        """
+        End the run ``completed`` with ``usage`` (added to what :meth:`add_usage`
+        accumulated), unless a budget says otherwise: usage over
+        ``max_prompt_tokens`` ends it ``incomplete`` with that reason, then
+        ``max_completion_tokens``, then the incomplete-reason hooks in order.
+
+        Raises:
+            runflow.InvalidTransitionError: the run is not ``in_progress`` or
+                ``cancelling``.
+        """
+        given = check_usage(usage)
+
+        def decide(stored: StoredRun, _: int) -> Decision:
+            total = _add(stored.accrued, given) or _ZERO
+            why = self._incomplete_reason(stored.record, total)
+            if why is not None:
+                details = IncompleteDetails(reason=why)
+                return "mark_incomplete", {"incomplete_details": details, "usage": total}, total
+            return "complete", {"usage": total}, total
+
+        return self._transition(_run_id(run), "complete", decide)
+
+    def fail(self, run: RunRef, *, code: str, message: str) -> RunObject:
+        """
+        End the run ``failed`` with ``last_error`` ``{code, message}``; ``code`` is
+        ``server_error``, ``rate_limit_exceeded`` or ``invalid_prompt``.
+        """
+        error = last_error(code, message)
+
+        def decide(stored: StoredRun, _: int) -> Decision:
+            return "fail", {"last_error": error, "usage": stored.accrued}, stored.accrued
+
+        return self._transition(_run_id(run), "fail", decide)
+
+    def mark_incomplete(
+        self,
+        run: RunRef,
+        *,
+        reason: IncompleteReason,
+        usage: Usage | Mapping[str, int] | None = None,
+    ) -> RunObject:
+        """End the run ``incomplete`` because a token budget was reached."""
+        why = check_reason(reason)
+        given = check_usage(usage)
+
+        def decide(stored: StoredRun, _: int) -> Decision:
+            total = _add(stored.accrued, given) or _ZERO
+            details = IncompleteDetails(reason=why)
+            return "mark_incomplete", {"incomplete_details": details, "usage": total}, total
+
+        return self._transition(_run_id(run), "mark_incomplete", decide)
+
+    def cancel(self, run: RunRef) -> RunObject:
+        """
+        Ask to cancel: ``queued``/``in_progress``/``requires_action`` → ``cancelling``.
+
+        Raises:
+            runflow.InvalidTransitionError: ``Cannot cancel run with status '<status>'.``
+        """
+        return self._transition(_run_id(run), "cancel", None)
+
+    def finish_cancel(self, run: RunRef) -> RunObject:
+        """``cancelling`` → ``cancelled``; stamps ``cancelled_at``."""
+        return self._transition(_run_id(run), "finish_cancel", None)
+
+    def expire(self, run: RunRef) -> RunObject:
+        """Expire an active run now, whatever its ``expires_at``."""
+        return self._transition(_run_id(run), "expire", None)
+
+    def addcheck_usage(
+        self, run: RunRef, *, prompt_tokens: int = 0, completion_tokens: int = 0
+    ) -> RunObject:
+        """
+        Accumulate token usage of a run that is ``in_progress`` or ``cancelling``.
+
+        The wire ``usage`` stays null while the run is active; the sum becomes its
+        usage when it ends. Crossing ``max_prompt_tokens`` or
+        ``max_completion_tokens`` ends the run ``incomplete`` at once.
+
+        Raises:
+            runflow.InvalidTransitionError: the run is in another status.
+        """
+        delta = check_usage({"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens})
+
+        def decide(stored: StoredRun, _: int) -> Decision:
+            total = _add(stored.accrued, delta)
+            assert total is not None  # noqa: S101 - delta is never None
+            why = _budget(stored.record, total)
+            if why is not None:
+                details = IncompleteDetails(reason=why)
+                return "mark_incomplete", {"incomplete_details": details, "usage": total}, total
+            return "", {}, total
+
+        # usage accrues exactly where a run may still end incomplete
+        return self._transition(_run_id(run), "mark_incomplete", decide, refuse_as="add_usage")
+
+    def sweep(self) -> list[RunObject]:
+        """
+        Expire every local active run whose ``expires_at`` has passed.
+
+        Returns:
+            The runs this sweep expired, in deadline order.
+        """
+        now = self._clock.now()
+        expired: list[RunObject] = []
+        try:
+            for run_id in self._store.due(now):
+                with self._lock(run_id):
+                    stored = self._store.get(run_id)
+                    if stored is not None and self._due(stored, now):
+                        expired.append(self._commit(stored, "expire", {}, now, stored.accrued))
+        finally:
+            self._drain()
+        return expired
+
+    # --- observing a remote run ----------------------------------------------------------
+
+    def observe(self, snapshot: Mapping[str, Any] | RunObject) -> RunObject:
+        """
+        Track a run of a remote server from its polled snapshots (LIFECYCLE R2.1).
+
+        A snapshot may skip statuses (``queued`` → ``completed``): it is accepted if
+        the machine can reach its status from the last one seen. A same-status
+        snapshot replaces the record without an event. An observed run keeps the
+        server's fields and clock: the local expiry rule and sweeps leave it alone.
+
+        Raises:
+            runflow.InvalidTransitionError: the jump is impossible (out of a terminal
+                status, ``cancelling`` back to an active status…).
+            runflow.ValidationError: the snapshot does not parse, or names a run this
+                engine drives itself.
+        """
+        record = snapshot if isinstance(snapshot, RunObject) else structure_run(snapshot)
+        run_id = record.id
+        try:
+            with self._lock(run_id):
+                stored = self._store.get(run_id)
+                if stored is None:
+                    self._store.add(StoredRun(record, observed=True))
+                    if self._subscribers:
+                        if record.status is RunStatus.QUEUED:
+                            self._emit("thread.run.created", record)
+                        self._emit(_EVENT[record.status], record)
+                    self._log_transition(record, None, "observe")
+                    return record
+                if not stored.observed:
+                    raise ValidationError(
+                        "$.id", f"run {run_id!r} is driven by this engine, not observed"
+                    )
+                old = stored.record.status
+                if record.status != old:
+                    path = self._life.paths.get((old, record.status))
+                    if path is None:
+                        sources = frozenset(
+                            a for (a, b) in self._life.paths if b == record.status
+                        )
+                        raise InvalidTransitionError(
+                            f"Cannot move run from status '{old.value}' "
+                            f"to '{record.status.value}'.",
+                            run_id=run_id,
+                            status=old.value,
+                            trigger="observe",
+                            allowed=sources,
+                        )
+                    step = Step(stored.record, self._clock.now(), {})
+                    for trigger in path:
+                        self._life.fire(trigger, step)
+                new = StoredRun(record, stored.version + 1, stored.accrued, observed=True)
+                if not self._store.swap(stored, new):
+                    msg = f"run {run_id!r} changed while it was being observed; retry"
+                    raise RunflowError(msg)
+                if record.status != old:
+                    if self._subscribers:
+                        self._emit(_EVENT[record.status], record)
+                    self._log_transition(record, old, "observe")
+                return record
+        finally:
+            self._drain()
+
+    # --- events --------------------------------------------------------------------------
+
+    def subscribe(self, callback: Subscriber) -> Callable[[], None]:
+        """
+        Call ``callback(event)`` for every :class:`RunEvent` from now on.
+
+        Events are delivered in sequence order, one at a time, after the change is
+        stored and outside the run's lock, so a callback may call the engine (even
+        on the same run). An exception from a callback is logged
+        (``subscriber_failed``) and does not stop delivery to the others.
+
+        Returns:
+            A function that unsubscribes ``callback``.
+        """
+        if not callable(callback):
+            msg = f"expected a callable, got {type(callback).__name__}"
+            raise TypeError(msg)
+        with self._emit_lock:
+            self._subscribers = (*self._subscribers, callback)
+
+        def unsubscribe() -> None:
+            with self._emit_lock:
+                subs = list(self._subscribers)
+                if callback in subs:
+                    subs.remove(callback)
+                self._subscribers = tuple(subs)
+
+        return unsubscribe
+
+    def _emit(self, name: str, run: RunObject) -> None:
+        with self._emit_lock:
+            self._sequence += 1
+            self._outbox.append(RunEvent(event=name, data=run, sequence=self._sequence))
+
+    def _drain(self) -> None:
+        """Deliver queued events in order; one thread delivers at a time."""
+        local = self._delivering
+        if getattr(local, "active", False):
+            return  # an outer frame of this thread is delivering and will get to them
+        outbox = self._outbox
+        while outbox:
+            if not self._deliver_lock.acquire(blocking=False):
+                return  # the delivering thread re-checks the outbox after it releases
+            local.active = True
+            try:
+                while outbox:
+                    event = outbox.popleft()
+                    for callback in self._subscribers:
+                        try:
+                            callback(event)
+                        except Exception:  # noqa: BLE001 - one bad subscriber must not stop the rest
+                            _log.exception(
+                                "subscriber_failed", run_id=event.data.id, event=event.event
+                            )
+            finally:
+                local.active = False
+                self._deliver_lock.release()
+
+    # --- internals -----------------------------------------------------------------------
+
+    def _lock(self, run_id: str) -> threading.Lock:
+        return self._locks[hash(run_id) % _STRIPES]
+
+    def _load(self, run_id: str) -> StoredRun:
+        stored = self._store.get(run_id)
+        if stored is None:
+            raise RunNotFoundError(run_id)
+        return stored
+
+    @staticmethod
+    def _due(stored: StoredRun, now: int) -> bool:
+        record = stored.record
+        deadline = record.expires_at
+        return (
+            deadline is not None
+            and now >= deadline
+            and not stored.observed
+            and record.status in ACTIVE_STATUSES
+        )
+
+    def _transition(
+        self,
+        run_id: str,
+        trigger: str | None,
+        decide: Decide | None,
+        *,
+        refuse_as: str | None = None,
+    ) -> RunObject:
+        """
+        Load, apply the expiry rule, check, decide and commit one transition.
+
+        ``trigger`` None only applies the expiry rule. ``refuse_as`` names the
+        operation in a refusal when it is not the trigger itself (``add_usage``).
+        """
+        try:
+            for _ in range(_MAX_RETRIES):
+                with self._lock(run_id):
+                    stored = self._load(run_id)
+                    now = self._clock.now()
+                    try:
+                        if self._due(stored, now):
+                            self._commit(stored, "expire", {}, now, stored.accrued)
+                            stored = self._load(run_id)
+                        record = stored.record
+                        if trigger is None:
+                            return record
+                        name = refuse_as or trigger
+                        if stored.observed:
+                            raise InvalidTransitionError(
+                                f"Run {run_id} is observed from a remote server; "
+                                "only observe() changes it.",
+                                run_id=run_id,
+                                status=record.status.value,
+                                trigger=name,
+                                allowed=frozenset(),
+                            )
+                        if record.status not in self._life.sources[trigger]:
+                            raise _refusal(record, name, self._allowed(name))
+                        if decide is None:
+                            fire, payload, accrued = trigger, {}, stored.accrued
+                        else:
+                            fire, payload, accrued = decide(stored, now)
+                        return self._commit(stored, fire, payload, now, accrued)
+                    except _Conflict:
+                        continue
+            msg = f"run {run_id!r} kept changing under this engine; gave up after {_MAX_RETRIES} tries"
+            raise RunflowError(msg)
+        finally:
+            if self._outbox:
+                self._drain()
+
+    def _allowed(self, trigger: str) -> frozenset[str]:
+        if trigger == "add_usage":
+            return self._life.sources["mark_incomplete"]
+        return self._life.sources.get(trigger, frozenset())
+
+    def _commit(
+        self,
+        stored: StoredRun,
+        trigger: str,
+        payload: Mapping[str, Any],
+        now: int,
+        accrued: Usage | None,
+    ) -> RunObject:
+        """Fire ``trigger`` through the machine, store the new record, emit, log."""
+        record = stored.record
+        if not trigger:  # bookkeeping only (usage accrued, no status change)
+            new = StoredRun(record, stored.version + 1, accrued, stored.observed)
+            if not self._store.swap(stored, new):
+                raise _Conflict
+            return record
+        if trigger != "expire" and "usage" not in payload and accrued is not None:
+            payload = {**payload, "usage": accrued}
+        elif trigger == "expire":
+            payload = {"usage": accrued}
+        step = Step(record, now, payload)
+        self._life.fire(trigger, step)
+        changed = _evolve(record, step.changes)
+        if not self._store.swap(stored, StoredRun(changed, stored.version + 1, accrued)):
+            raise _Conflict
+        if self._subscribers:
+            self._emit(_EVENT[step.state], changed)
+        self._log_transition(changed, record.status, trigger)
+        return changed
+
+    @staticmethod
+    def _log_transition(run: RunObject, before: RunStatus | None, trigger: str) -> None:
+        _log.debug(
+            "run_transitioned",
+            run_id=run.id,
+            thread_id=run.thread_id,
+            trigger=trigger,
+            **{"from": before.value if before is not None else None, "to": run.status.value},
+        )
+
+    def _incomplete_reason(self, run: RunObject, total: Usage) -> IncompleteReason | None:
+        why = _budget(run, total)
+        if why is not None:
+            return why
+        for hook in self._reason_hooks:
+            answer = hook.incomplete_reason(run, total)
+            if answer is not None:
+                return check_reason(answer)
+        return None
+
+
+class _Conflict(Exception):  # noqa: N818 - internal signal, never escapes
+    """The store's compare-and-set lost: another writer changed the run first."""
+
+
+def _budget(run: RunObject, total: Usage) -> IncompleteReason | None:
+    """The built-in budget check: prompt tokens first, then completion tokens."""
+    if run.max_prompt_tokens is not None and total.prompt_tokens > run.max_prompt_tokens:
+        return "max_prompt_tokens"
+    if (
+        run.max_completion_tokens is not None
+        and total.completion_tokens > run.max_completion_tokens
+    ):
+        return "max_completion_tokens"
+    return None
+
+
+def _add(a: Usage | None, b: Usage | None) -> Usage | None:
+    if a is None:
+        return b
+    if b is None:
+        return a
+    return a + b
+

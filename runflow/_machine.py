@@ -1,0 +1,322 @@
+"""
+The lifecycle as data, and the one shared ``transitions`` machine built from it.
+
+This is the only module that imports :mod:`transitions`. A :class:`LifecycleProfile`
+holds the transition table (LIFECYCLE §8) and the side effects of entering each
+status (the "on entering" table of §8); :class:`Lifecycle` builds one
+``Machine(model=None, auto_transitions=False, send_event=True)`` from it, once,
+and drives a small private mutable :class:`Step` through it per transition with
+``machine.events[name].trigger(step)``. Runs are never added to the machine as
+models, so nothing is retained per run.
+
+Speed: the stock ``Event``/``Transition``/``State`` classes of transitions do
+several logging calls, ``partial`` objects and callback-list walks per trigger. The
+subclasses below keep transitions' data model and semantics (the machine still
+decides whether a trigger is valid from its own table, still performs the status
+change with ``set_state`` and still runs the destination's ``on_enter`` callbacks)
+and drop the work that this machine never needs: it has no conditions, no
+``prepare``/``before``/``after`` callbacks, no queued mode and no exit callbacks.
+"""
+
+from __future__ import annotations
+
+import typing
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+import attrs
+from transitions import Event, EventData, Machine, MachineError, State, Transition
+
+from runflow._model import RunStatus
+
+__all__ = [
+    "ASSISTANTS_RUN",
+    "Enter",
+    "Lifecycle",
+    "LifecycleProfile",
+    "Step",
+    "TransitionSpec",
+]
+
+
+@typing.final
+@attrs.frozen
+class TransitionSpec:
+    """
+    One row of the transition table: ``trigger`` moves a run from ``source`` to ``dest``.
+
+    .. versionadded:: 0.1.0
+    """
+
+    trigger: str
+    source: str
+    dest: str
+    grade: str = ""
+
+
+@typing.final
+@attrs.frozen(kw_only=True)
+class Enter:
+    """
+    The side effects of entering a status (LIFECYCLE §8, "on entering").
+
+    Attributes:
+        stamp: Timestamp field set to *now* on entry (``started_at``…), if any.
+        holds: The one field that is non-null exactly in this status
+            (``required_action``, ``last_error``, ``incomplete_details``), set from the
+            trigger's payload.
+        ends: The status is terminal: ``expires_at`` becomes null and ``usage`` is set
+            (from the payload, or the usage accumulated so far).
+
+    .. versionadded:: 0.1.0
+    """
+
+    stamp: str | None = None
+    holds: str | None = None
+    ends: bool = False
+
+
+@typing.final
+@attrs.frozen(kw_only=True)
+class LifecycleProfile:
+    """
+    A whole lifecycle as data: statuses, the transition table and the entry effects.
+
+    A second profile (for example the Responses API's background mode) plugs in by
+    building another instance; nothing else in runflow names a status or trigger
+    outside the engine's public methods.
+
+    .. versionadded:: 0.1.0
+    """
+
+    name: str
+    initial: str
+    terminal: frozenset[str]
+    transitions: tuple[TransitionSpec, ...]
+    enter: Mapping[str, Enter]
+    #: Fields that are non-null in exactly one status, and that status.
+    exclusive: Mapping[str, str]
+
+    @property
+    def states(self) -> tuple[str, ...]:
+        """Every status, the initial one first, in table order."""
+        seen: dict[str, None] = {self.initial: None}
+        for t in self.transitions:
+            seen.setdefault(t.source, None)
+            seen.setdefault(t.dest, None)
+        return tuple(seen)
+
+    @property
+    def triggers(self) -> tuple[str, ...]:
+        """Every trigger, in table order."""
+        return tuple(dict.fromkeys(t.trigger for t in self.transitions))
+
+
+S = RunStatus
+
+#: The Assistants API run lifecycle (LIFECYCLE §8), with T13/T14 and T10 as recommended.
+ASSISTANTS_RUN = LifecycleProfile(
+    name="assistants.run",
+    initial=S.QUEUED,
+    terminal=frozenset({S.COMPLETED, S.FAILED, S.CANCELLED, S.EXPIRED, S.INCOMPLETE}),
+    transitions=(
+        TransitionSpec("start", S.QUEUED, S.IN_PROGRESS, "D"),
+        TransitionSpec("cancel", S.QUEUED, S.CANCELLING, "I"),
+        TransitionSpec("expire", S.QUEUED, S.EXPIRED, "D"),
+        TransitionSpec("require_action", S.IN_PROGRESS, S.REQUIRES_ACTION, "D"),
+        TransitionSpec("complete", S.IN_PROGRESS, S.COMPLETED, "D"),
+        TransitionSpec("fail", S.IN_PROGRESS, S.FAILED, "D"),
+        TransitionSpec("mark_incomplete", S.IN_PROGRESS, S.INCOMPLETE, "D/S"),
+        TransitionSpec("cancel", S.IN_PROGRESS, S.CANCELLING, "D/S"),
+        TransitionSpec("expire", S.IN_PROGRESS, S.EXPIRED, "D"),
+        TransitionSpec("submit_tool_outputs", S.REQUIRES_ACTION, S.QUEUED, "D/S/C"),
+        TransitionSpec("cancel", S.REQUIRES_ACTION, S.CANCELLING, "I"),
+        TransitionSpec("expire", S.REQUIRES_ACTION, S.EXPIRED, "D"),
+        TransitionSpec("finish_cancel", S.CANCELLING, S.CANCELLED, "D"),
+        TransitionSpec("complete", S.CANCELLING, S.COMPLETED, "D+I"),
+        TransitionSpec("fail", S.CANCELLING, S.FAILED, "D+I"),
+        TransitionSpec("mark_incomplete", S.CANCELLING, S.INCOMPLETE, "D+I"),
+        TransitionSpec("expire", S.CANCELLING, S.EXPIRED, "D+I"),
+    ),
+    enter={
+        S.QUEUED: Enter(),
+        S.IN_PROGRESS: Enter(stamp="started_at"),
+        S.REQUIRES_ACTION: Enter(holds="required_action"),
+        S.CANCELLING: Enter(),
+        S.COMPLETED: Enter(stamp="completed_at", ends=True),
+        S.INCOMPLETE: Enter(stamp="completed_at", holds="incomplete_details", ends=True),
+        S.FAILED: Enter(stamp="failed_at", holds="last_error", ends=True),
+        S.CANCELLED: Enter(stamp="cancelled_at", ends=True),
+        S.EXPIRED: Enter(ends=True),
+    },
+    exclusive={
+        "required_action": S.REQUIRES_ACTION,
+        "last_error": S.FAILED,
+        "incomplete_details": S.INCOMPLETE,
+    },
+)
+
+
+class Step:
+    """
+    The private mutable object the machine drives for one transition.
+
+    ``state`` is the status the machine reads and sets; ``changes`` collects the
+    fields the entry effects set, for the engine to build the new frozen record.
+    """
+
+    __slots__ = ("changes", "now", "payload", "run", "state")
+
+    def __init__(self, run: Any, now: int, payload: Mapping[str, Any]) -> None:
+        self.run = run
+        self.state: str = run.status
+        self.now = now
+        self.payload = payload
+        self.changes: dict[str, Any] = {}
+
+
+# --- slim transitions classes ------------------------------------------------------------
+
+
+class _State(State):  # type: ignore[misc]
+    def enter(self, event_data: EventData) -> None:
+        for func in self.on_enter:
+            func(event_data)
+
+
+class _Transition(Transition):  # type: ignore[misc]
+    def execute(self, event_data: EventData) -> bool:
+        machine = event_data.machine
+        machine.set_state(self.dest, event_data.model)
+        dest = machine.states[self.dest]
+        event_data.state = dest
+        dest.enter(event_data)
+        return True
+
+
+class _Event(Event):  # type: ignore[misc]
+    def trigger(self, model: Any, *args: Any, **kwargs: Any) -> bool:
+        state = model.state
+        candidates = self.transitions.get(state)
+        if not candidates:
+            msg = f"Can't trigger event {self.name} from state {state}!"
+            raise MachineError(msg)
+        machine = self.machine
+        event_data = EventData(machine.states[state], self, machine, model, args, kwargs)
+        for transition in candidates:
+            event_data.transition = transition
+            if transition.execute(event_data):
+                event_data.result = True
+                break
+        return bool(event_data.result)
+
+
+class _Machine(Machine):  # type: ignore[misc]
+    state_cls = _State
+    transition_cls = _Transition
+    event_cls = _Event
+
+    def set_state(self, state: str, model: Any = None) -> None:
+        model.state = state
+
+
+EnterCallback = Callable[[Step, Enter], None]
+
+
+@typing.final
+class Lifecycle:
+    """
+    One shared machine for a profile: validity, reachability and the status change.
+
+    .. versionadded:: 0.1.0
+    """
+
+    def __init__(self, profile: LifecycleProfile, on_enter: EnterCallback) -> None:
+        self.profile = profile
+        enter = profile.enter
+
+        def callback(status: str) -> Callable[[EventData], None]:
+            effects = enter[status]
+            return lambda event_data: on_enter(event_data.model, effects)
+
+        self.machine = _Machine(
+            model=None,
+            states=[{"name": str(s), "on_enter": [callback(s)]} for s in profile.states],
+            transitions=[
+                {"trigger": t.trigger, "source": str(t.source), "dest": str(t.dest)}
+                for t in profile.transitions
+            ],
+            initial=None,
+            auto_transitions=False,
+            send_event=True,
+        )
+        self._events: dict[str, Event] = dict(self.machine.events)
+        #: trigger -> statuses it is valid from, read off the machine's own table.
+        self.sources: dict[str, frozenset[str]] = {
+            name: frozenset(event.transitions) for name, event in self._events.items()
+        }
+        self.paths = self._shortest_paths()
+
+    def can(self, trigger: str, status: str) -> bool:
+        """Whether the machine accepts ``trigger`` from ``status``."""
+        return status in self.sources.get(trigger, ())
+
+    def fire(self, trigger: str, step: Step) -> None:
+        """Let the machine perform ``trigger`` on ``step`` (raises MachineError if invalid)."""
+        self._events[trigger].trigger(step)
+
+    def _edges(self) -> Iterable[tuple[str, str, str]]:
+        for name, event in self._events.items():
+            for source, transitions in event.transitions.items():
+                for t in transitions:
+                    yield source, t.dest, name
+
+    def _shortest_paths(self) -> dict[tuple[str, str], tuple[str, ...]]:
+        """Trigger paths between every pair of statuses (R2.1 snapshot reachability)."""
+        adjacency: dict[str, list[tuple[str, str]]] = {}
+        for source, dest, name in self._edges():
+            adjacency.setdefault(source, []).append((dest, name))
+        paths: dict[tuple[str, str], tuple[str, ...]] = {}
+        for origin in self.profile.states:
+            queue: deque[tuple[str, tuple[str, ...]]] = deque([(origin, ())])
+            seen = {origin}
+            while queue:
+                here, path = queue.popleft()
+                for dest, name in adjacency.get(here, ()):
+                    if (origin, dest) not in paths:
+                        paths[origin, dest] = (*path, name)
+                    if dest not in seen:
+                        seen.add(dest)
+                        queue.append((dest, (*path, name)))
+        return paths
+
+    def reachable(self, source: str) -> frozenset[str]:
+        """Every status a snapshot may show after ``source`` (itself excluded)."""
+        return frozenset(dest for (origin, dest) in self.paths if origin == source)
+
+    def mermaid(self, *, title: str | None = None) -> str:
+        """
+        The state diagram in Mermaid syntax, drawn by transitions' own diagram support
+        from this machine's states and transitions.
+        """
+        from transitions.extensions.diagrams import GraphMachine  # noqa: PLC0415
+
+        class _Model:
+            pass
+
+        model = _Model()
+        graph = GraphMachine(
+            model=model,
+            states=[str(s) for s in self.profile.states],
+            transitions=[
+                {"trigger": name, "source": source, "dest": dest}
+                for source, dest, name in self._edges()
+            ],
+            initial=str(self.profile.initial),
+            auto_transitions=False,
+            graph_engine="mermaid",
+            show_state_attributes=False,
+            title=title or self.profile.name,
+        )
+        return str(graph.get_graph().draw(None))
