@@ -55,21 +55,22 @@ converter = cattrs.Converter(forbid_extra_keys=False, detailed_validation=True)
 _TYPE_NAMES = {int: "an integer", float: "a number", str: "a string", bool: "a boolean"}
 
 
+_JSON_TYPES: tuple[tuple[type | tuple[type, ...], str], ...] = (
+    (type(None), "null"),
+    (bool, "a boolean"),
+    (int, "an integer"),
+    (float, "a number"),
+    (str, "a string"),
+    (Mapping, "an object"),
+    ((list, tuple), "an array"),
+)
+
+
 def _json_type(value: object) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, int):
-        return "an integer"
-    if isinstance(value, float):
-        return "a number"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, Mapping):
-        return "an object"
-    if isinstance(value, list | tuple):
-        return "an array"
+    """Name the JSON type of ``value`` for an error message."""
+    for kind, name in _JSON_TYPES:
+        if isinstance(value, kind):
+            return name
     return type(value).__name__
 
 
@@ -155,7 +156,7 @@ def _tagged(union: object, classes: Sequence[type], literals: Sequence[str] = ()
         if isinstance(value, str) and value in literals:
             return value
         if isinstance(value, Mapping):
-            cls = by_tag.get(value.get("type"))  # type: ignore[arg-type]
+            cls = by_tag.get(value.get("type"))
             if cls is not None:
                 return converter.structure(value, cls)
         if type(value) in classes:
@@ -191,7 +192,9 @@ for _cls, _names in (
     converter.register_unstructure_hook(
         _cls,
         make_dict_unstructure_fn(
-            _cls, converter, **{n: override(omit_if_default=True) for n in _names}
+            _cls,
+            converter,
+            **typing.cast("Any", {n: override(omit_if_default=True) for n in _names}),
         ),
     )
 
@@ -228,7 +231,7 @@ def _path(prefix: str, exc: BaseException) -> list[str]:
     return cattrs.transform_error(
         exc,
         path=prefix,
-        format_exception=lambda e, t: (
+        format_exception=lambda e, _type: (
             f"required key missing ({e.args[0] if e.args else ''})"
             if isinstance(e, KeyError)
             else str(e)
@@ -283,6 +286,8 @@ def structure_tool_outputs(outputs: object) -> tuple[ToolOutput, ...]:
 
 
 def _sequence(value: object, path: str) -> Sequence[object]:
+    if type(value) is list or type(value) is tuple:
+        return value
     if isinstance(value, str | bytes | Mapping) or not isinstance(value, Sequence):
         raise ValidationError(path, f"expected an array, got {_json_type(value)}")
     return value

@@ -10,7 +10,6 @@ from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
-import attrs
 import structlog
 
 from runflow._clock import Clock, SystemClock
@@ -52,7 +51,12 @@ Subscriber = Callable[[RunEvent], object]
 _ZERO = Usage(prompt_tokens=0, completion_tokens=0, total_tokens=0)
 _STATUS: dict[str, RunStatus] = {s.value: s for s in RunStatus}
 _EVENT: dict[str, str] = {s.value: f"thread.run.{s.value}" for s in RunStatus}
-_EXCLUSIVE: tuple[tuple[str, str], ...] = tuple(ASSISTANTS_RUN.exclusive.items())
+#: status -> the exclusive fields (non-null in one other status only) to clear on entry
+_CLEARS: dict[str, tuple[str, ...]] = {
+    s.value: tuple(f for f, holder in ASSISTANTS_RUN.exclusive.items() if holder != s)
+    for s in RunStatus
+}
+_NO_PAYLOAD: Mapping[str, Any] = {}
 _STRIPES = 256  # per-run locks are striped: no per-run allocation, no global lock
 _MAX_RETRIES = 8  # compare-and-set retries against a store shared with other processes
 _log = structlog.get_logger("runflow")
@@ -69,9 +73,9 @@ def _enter(step: Step, effects: Enter) -> None:
     changes["status"] = _STATUS[dest]
     if effects.stamp is not None:
         changes[effects.stamp] = step.now
-    run = step.run
-    for field, holder in _EXCLUSIVE:
-        if holder != dest and getattr(run, field) is not None:
+    fields = step.run.__dict__
+    for field in _CLEARS[dest]:
+        if fields[field] is not None:
             changes[field] = None
     if effects.holds is not None:
         changes[effects.holds] = step.payload.get(effects.holds)
@@ -83,21 +87,23 @@ def _enter(step: Step, effects: Enter) -> None:
 _LIFECYCLE = Lifecycle(ASSISTANTS_RUN, _enter)
 
 
-def _make_evolve() -> Callable[[RunObject, Mapping[str, Any]], RunObject]:
+def _evolve(
+    run: RunObject, changes: Mapping[str, Any], _new: Callable[..., Any] = object.__new__
+) -> RunObject:
     """
-    Build the changed-copy helper: one constructor call, no validators.
+    The changed-copy helper: a new frozen record with ``changes`` applied.
 
-    ``attrs.evolve`` inspects the class on every call; this generated function
-    reads each field once and is measured about 1.5x faster on the 27-field record.
+    Copies the instance dict in one ``update`` (0.6 µs on this machine, against
+    3.6 µs for ``attrs.evolve`` and 2.4 µs for a generated constructor call); no
+    validators run, as the engine has checked the values.
     """
-    names = [a.name for a in attrs.fields(RunObject)]
-    args = ", ".join(f"{n}=c['{n}'] if '{n}' in c else r.{n}" for n in names)
-    namespace: dict[str, Any] = {"RunObject": RunObject}
-    exec(f"def evolve(r, c):\n    return RunObject({args})\n", namespace)  # noqa: S102
-    return typing.cast("Callable[[RunObject, Mapping[str, Any]], RunObject]", namespace["evolve"])
+    new: RunObject = _new(RunObject)
+    fields = new.__dict__
+    fields.update(run.__dict__)
+    fields.update(changes)
+    return new
 
 
-_evolve = _make_evolve()
 _ID_TABLE = bytes.maketrans(b"-_", b"xQ")
 
 
@@ -120,12 +126,13 @@ def _refusal(run: RunObject, trigger: str, allowed: frozenset[str]) -> InvalidTr
 
 
 def _run_id(ref: RunRef) -> str:
-    if type(ref) is str:
-        return ref
-    if isinstance(ref, RunObject):
-        return ref.id
-    if isinstance(ref, str):
-        return str(ref)
+    given: object = ref  # untyped callers pass anything
+    if type(given) is str:
+        return given
+    if isinstance(given, RunObject):
+        return given.id
+    if isinstance(given, str):
+        return str(given)
     msg = f"expected a run id or a RunObject, got {type(ref).__name__}"
     raise TypeError(msg)
 
@@ -154,6 +161,11 @@ class Engine:
         expires_after: Seconds from creation to ``expires_at`` (default 600).
         required_action_hooks: Consulted, in order, on tool calls and tool outputs.
         incomplete_reason_hooks: Consulted, in order, when a run completes.
+        logger: The structlog logger for the engine's events. Defaults to
+            ``structlog.get_logger("runflow")``, a lazy proxy that follows
+            configuration made at any time (including ``capture_logs``). A
+            concrete logger (``structlog.get_logger("runflow").bind()`` after
+            configuring) saves about 0.5 µs a transition.
 
     Calls on one run serialize; calls on different runs do not wait for each other.
 
@@ -169,7 +181,9 @@ class Engine:
         expires_after: int = DEFAULT_EXPIRES_AFTER,
         required_action_hooks: Iterable[RequiredActionHook] = (),
         incomplete_reason_hooks: Iterable[IncompleteReasonHook] = (),
+        logger: Any = None,
     ) -> None:
+        self._log: Any = logger if logger is not None else _log
         self._clock: Clock = clock if clock is not None else SystemClock()
         self._store: Store = store if store is not None else MemoryStore()
         self._new_id = id_factory if id_factory is not None else new_run_id
@@ -260,10 +274,12 @@ class Engine:
             response_format=response_format,
         )
         ttl = (
-            self._expires_after if expires_after is None else self._check_expires_after(expires_after)
+            self._expires_after
+            if expires_after is None
+            else self._check_expires_after(expires_after)
         )
         now = self._clock.now()
-        run_id = self._new_id()
+        run_id: object = self._new_id()
         if not isinstance(run_id, str) or not run_id:
             msg = f"id_factory returned {run_id!r}; expected a non-empty string"
             raise RunflowError(msg)
@@ -283,7 +299,7 @@ class Engine:
             self._emit("thread.run.created", run)
             self._emit("thread.run.queued", run)
             self._drain()
-        _log.debug(
+        self._log.debug(
             "run_created", run_id=run_id, thread_id=run.thread_id, assistant_id=run.assistant_id
         )
         return run
@@ -360,7 +376,7 @@ class Engine:
             runflow.ValidationError: a call is malformed or names no tool of the run.
             runflow.InvalidTransitionError: the run is not ``in_progress``.
         """
-        calls = structure_tool_calls(tool_calls if isinstance(tool_calls, Sequence) else list(tool_calls))
+        calls = structure_tool_calls(_listed(tool_calls))
 
         def decide(stored: StoredRun, _: int) -> Decision:
             record = stored.record
@@ -384,9 +400,7 @@ class Engine:
             runflow.InvalidTransitionError: ``Runs in status "<status>" do not accept
                 tool outputs.``
         """
-        outputs = structure_tool_outputs(
-            tool_outputs if isinstance(tool_outputs, Sequence) else list(tool_outputs)
-        )
+        outputs = structure_tool_outputs(_listed(tool_outputs))
 
         def decide(stored: StoredRun, _: int) -> Decision:
             record = stored.record
@@ -483,7 +497,9 @@ class Engine:
         Raises:
             runflow.InvalidTransitionError: the run is in another status.
         """
-        delta = check_usage({"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens})
+        delta = check_usage(
+            {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens}
+        )
 
         def decide(stored: StoredRun, _: int) -> Decision:
             total = _add(stored.accrued, delta)
@@ -546,39 +562,39 @@ class Engine:
                         self._emit(_EVENT[record.status], record)
                     self._log_transition(record, None, "observe")
                     return record
-                if not stored.observed:
-                    raise ValidationError(
-                        "$.id", f"run {run_id!r} is driven by this engine, not observed"
-                    )
-                old = stored.record.status
-                if record.status != old:
-                    path = self._life.paths.get((old, record.status))
-                    if path is None:
-                        sources = frozenset(
-                            a for (a, b) in self._life.paths if b == record.status
-                        )
-                        raise InvalidTransitionError(
-                            f"Cannot move run from status '{old.value}' "
-                            f"to '{record.status.value}'.",
-                            run_id=run_id,
-                            status=old.value,
-                            trigger="observe",
-                            allowed=sources,
-                        )
-                    step = Step(stored.record, self._clock.now(), {})
-                    for trigger in path:
-                        self._life.fire(trigger, step)
-                new = StoredRun(record, stored.version + 1, stored.accrued, observed=True)
-                if not self._store.swap(stored, new):
-                    msg = f"run {run_id!r} changed while it was being observed; retry"
-                    raise RunflowError(msg)
-                if record.status != old:
-                    if self._subscribers:
-                        self._emit(_EVENT[record.status], record)
-                    self._log_transition(record, old, "observe")
-                return record
+                return self._observe_next(stored, record)
         finally:
             self._drain()
+
+    def _observe_next(self, stored: StoredRun, record: RunObject) -> RunObject:
+        """Apply a later snapshot of an observed run (its lock is held)."""
+        run_id = record.id
+        if not stored.observed:
+            raise ValidationError("$.id", f"run {run_id!r} is driven by this engine, not observed")
+        old = stored.record.status
+        if record.status != old:
+            path = self._life.paths.get((old, record.status))
+            if path is None:
+                raise InvalidTransitionError(
+                    f"Cannot move run from status '{old.value}' to '{record.status.value}'.",
+                    run_id=run_id,
+                    status=old.value,
+                    trigger="observe",
+                    allowed=frozenset(a for (a, b) in self._life.paths if b == record.status),
+                )
+            # the machine walks the skipped statuses; the snapshot's own fields win
+            step = Step(stored.record, self._clock.now(), _NO_PAYLOAD)
+            for trigger in path:
+                self._life.fire(trigger, step)
+        new = StoredRun(record, stored.version + 1, stored.accrued, observed=True)
+        if not self._store.swap(stored, new):
+            msg = f"run {run_id!r} changed while it was being observed; retry"
+            raise RunflowError(msg)
+        if record.status != old:
+            if self._subscribers:
+                self._emit(_EVENT[record.status], record)
+            self._log_transition(record, old, "observe")
+        return record
 
     # --- events --------------------------------------------------------------------------
 
@@ -594,7 +610,8 @@ class Engine:
         Returns:
             A function that unsubscribes ``callback``.
         """
-        if not callable(callback):
+        given: object = callback  # untyped callers pass anything
+        if not callable(given):
             msg = f"expected a callable, got {type(callback).__name__}"
             raise TypeError(msg)
         with self._emit_lock:
@@ -631,7 +648,7 @@ class Engine:
                         try:
                             callback(event)
                         except Exception:  # noqa: BLE001 - one bad subscriber must not stop the rest
-                            _log.exception(
+                            self._log.exception(
                                 "subscriber_failed", run_id=event.data.id, event=event.event
                             )
             finally:
@@ -673,11 +690,17 @@ class Engine:
 
         ``trigger`` None only applies the expiry rule. ``refuse_as`` names the
         operation in a refusal when it is not the trigger itself (``add_usage``).
+        A lost compare-and-set (another process changed the run) retries on the
+        fresh state.
         """
+        lock = self._locks[hash(run_id) % _STRIPES]
+        store = self._store
         try:
             for _ in range(_MAX_RETRIES):
-                with self._lock(run_id):
-                    stored = self._load(run_id)
+                with lock:
+                    stored = store.get(run_id)
+                    if stored is None:
+                        raise RunNotFoundError(run_id)
                     now = self._clock.now()
                     try:
                         if self._due(stored, now):
@@ -686,30 +709,32 @@ class Engine:
                         record = stored.record
                         if trigger is None:
                             return record
-                        name = refuse_as or trigger
                         if stored.observed:
-                            raise InvalidTransitionError(
-                                f"Run {run_id} is observed from a remote server; "
-                                "only observe() changes it.",
-                                run_id=run_id,
-                                status=record.status.value,
-                                trigger=name,
-                                allowed=frozenset(),
-                            )
+                            raise self._observed_refusal(record, refuse_as or trigger)
                         if record.status not in self._life.sources[trigger]:
+                            name = refuse_as or trigger
                             raise _refusal(record, name, self._allowed(name))
                         if decide is None:
-                            fire, payload, accrued = trigger, {}, stored.accrued
-                        else:
-                            fire, payload, accrued = decide(stored, now)
+                            return self._commit(stored, trigger, _NO_PAYLOAD, now, stored.accrued)
+                        fire, payload, accrued = decide(stored, now)
                         return self._commit(stored, fire, payload, now, accrued)
                     except _Conflict:
                         continue
-            msg = f"run {run_id!r} kept changing under this engine; gave up after {_MAX_RETRIES} tries"
+            msg = f"run {run_id!r} kept changing under this engine; gave up after {_MAX_RETRIES}"
             raise RunflowError(msg)
         finally:
             if self._outbox:
                 self._drain()
+
+    @staticmethod
+    def _observed_refusal(record: RunObject, name: str) -> InvalidTransitionError:
+        return InvalidTransitionError(
+            f"Run {record.id} is observed from a remote server; only observe() changes it.",
+            run_id=record.id,
+            status=record.status.value,
+            trigger=name,
+            allowed=frozenset(),
+        )
 
     def _allowed(self, trigger: str) -> frozenset[str]:
         if trigger == "add_usage":
@@ -727,14 +752,11 @@ class Engine:
         """Fire ``trigger`` through the machine, store the new record, emit, log."""
         record = stored.record
         if not trigger:  # bookkeeping only (usage accrued, no status change)
-            new = StoredRun(record, stored.version + 1, accrued, stored.observed)
-            if not self._store.swap(stored, new):
+            if not self._store.swap(stored, StoredRun(record, stored.version + 1, accrued)):
                 raise _Conflict
             return record
-        if trigger != "expire" and "usage" not in payload and accrued is not None:
+        if accrued is not None and "usage" not in payload:
             payload = {**payload, "usage": accrued}
-        elif trigger == "expire":
-            payload = {"usage": accrued}
         step = Step(record, now, payload)
         self._life.fire(trigger, step)
         changed = _evolve(record, step.changes)
@@ -742,17 +764,22 @@ class Engine:
             raise _Conflict
         if self._subscribers:
             self._emit(_EVENT[step.state], changed)
-        self._log_transition(changed, record.status, trigger)
+        self._log.debug(
+            "run_transitioned",
+            run_id=changed.id,
+            thread_id=changed.thread_id,
+            trigger=trigger,
+            **{"from": record.status, "to": changed.status},
+        )
         return changed
 
-    @staticmethod
-    def _log_transition(run: RunObject, before: RunStatus | None, trigger: str) -> None:
-        _log.debug(
+    def _log_transition(self, run: RunObject, before: RunStatus | None, trigger: str) -> None:
+        self._log.debug(
             "run_transitioned",
             run_id=run.id,
             thread_id=run.thread_id,
             trigger=trigger,
-            **{"from": before.value if before is not None else None, "to": run.status.value},
+            **{"from": before, "to": run.status},
         )
 
     def _incomplete_reason(self, run: RunObject, total: Usage) -> IncompleteReason | None:
@@ -768,6 +795,15 @@ class Engine:
 
 class _Conflict(Exception):  # noqa: N818 - internal signal, never escapes
     """The store's compare-and-set lost: another writer changed the run first."""
+
+
+def _listed(items: Iterable[Any]) -> Sequence[Any]:
+    """A list or tuple as it is; any other iterable (not a str or dict) as a list."""
+    if type(items) is list or type(items) is tuple:
+        return items
+    if isinstance(items, str | bytes | Mapping) or not isinstance(items, Iterable):
+        return items  # type: ignore[return-value] # refused with a path by the structurer
+    return list(items)
 
 
 def _budget(run: RunObject, total: Usage) -> IncompleteReason | None:
@@ -788,4 +824,3 @@ def _add(a: Usage | None, b: Usage | None) -> Usage | None:
     if b is None:
         return a
     return a + b
-

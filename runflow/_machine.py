@@ -23,6 +23,7 @@ from __future__ import annotations
 import typing
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
+from enum import Enum
 from typing import Any
 
 import attrs
@@ -179,23 +180,23 @@ class Step:
 # --- slim transitions classes ------------------------------------------------------------
 
 
-class _State(State):  # type: ignore[misc]
+class _State(State):
     def enter(self, event_data: EventData) -> None:
         for func in self.on_enter:
-            func(event_data)
+            func(event_data)  # type: ignore[operator] # callables only, never names
 
 
-class _Transition(Transition):  # type: ignore[misc]
+class _Transition(Transition):
     def execute(self, event_data: EventData) -> bool:
         machine = event_data.machine
-        machine.set_state(self.dest, event_data.model)
-        dest = machine.states[self.dest]
+        machine.set_state(self.dest, event_data.model)  # type: ignore[arg-type] # never internal
+        dest = machine.states[self.dest]  # type: ignore[index]
         event_data.state = dest
         dest.enter(event_data)
         return True
 
 
-class _Event(Event):  # type: ignore[misc]
+class _Event(Event):
     def trigger(self, model: Any, *args: Any, **kwargs: Any) -> bool:
         state = model.state
         candidates = self.transitions.get(state)
@@ -212,12 +213,13 @@ class _Event(Event):  # type: ignore[misc]
         return bool(event_data.result)
 
 
-class _Machine(Machine):  # type: ignore[misc]
+class _Machine(Machine):
     state_cls = _State
     transition_cls = _Transition
     event_cls = _Event
 
-    def set_state(self, state: str, model: Any = None) -> None:
+    def set_state(self, state: str | Enum | State, model: Any = None) -> None:
+        # one model per call, and states are plain strings: skip listify/get_state
         model.state = state
 
 
@@ -238,7 +240,7 @@ class Lifecycle:
 
         def callback(status: str) -> Callable[[EventData], None]:
             effects = enter[status]
-            return lambda event_data: on_enter(event_data.model, effects)
+            return lambda event_data: on_enter(typing.cast("Step", event_data.model), effects)
 
         self.machine = _Machine(
             model=None,
@@ -270,7 +272,7 @@ class Lifecycle:
         for name, event in self._events.items():
             for source, transitions in event.transitions.items():
                 for t in transitions:
-                    yield source, t.dest, name
+                    yield source, str(t.dest), name
 
     def _shortest_paths(self) -> dict[tuple[str, str], tuple[str, ...]]:
         """Trigger paths between every pair of statuses (R2.1 snapshot reachability)."""

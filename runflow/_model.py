@@ -10,6 +10,7 @@ where it enters: :meth:`RunObject.from_dict` (types, required keys, enums) and
 from __future__ import annotations
 
 import enum
+import types
 import typing
 from collections.abc import Mapping
 from typing import Any, Literal
@@ -94,14 +95,12 @@ ACTIVE_STATUSES: frozenset[RunStatus] = frozenset(RunStatus) - TERMINAL_STATUSES
 ErrorCode = Literal["server_error", "rate_limit_exceeded", "invalid_prompt"]
 IncompleteReason = Literal["max_completion_tokens", "max_prompt_tokens"]
 
-_record = attrs.frozen(kw_only=True)
-
 
 # --- required_action ---------------------------------------------------------------------
 
 
 @typing.final
-@_record
+@attrs.frozen(kw_only=True)
 class FunctionCall:
     """
     The function a tool call asks for: its name and JSON-encoded ``arguments``.
@@ -114,7 +113,7 @@ class FunctionCall:
 
 
 @typing.final
-@_record
+@attrs.frozen(kw_only=True)
 class ToolCall:
     """
     One function tool call the run waits on (``RunToolCallObject``).
@@ -128,7 +127,7 @@ class ToolCall:
 
 
 @typing.final
-@_record
+@attrs.frozen(kw_only=True)
 class SubmitToolOutputs:
     """
     The tool calls whose outputs the run needs.
@@ -140,7 +139,7 @@ class SubmitToolOutputs:
 
 
 @typing.final
-@_record
+@attrs.frozen(kw_only=True)
 class RequiredAction:
     """
     What the run needs before it can go on; set exactly while ``requires_action``.
@@ -153,7 +152,7 @@ class RequiredAction:
 
 
 @typing.final
-@_record
+@attrs.frozen(kw_only=True)
 class ToolOutput:
     """
     One submitted tool output (an item of ``tool_outputs`` in the submit request).
@@ -169,7 +168,7 @@ class ToolOutput:
 
 
 @typing.final
-@_record
+@attrs.frozen(kw_only=True)
 class LastError:
     """
     Why a run failed; set exactly while ``failed``.
@@ -182,7 +181,7 @@ class LastError:
 
 
 @typing.final
-@_record
+@attrs.frozen(kw_only=True)
 class IncompleteDetails:
     """
     Which token budget ended the run; set exactly while ``incomplete``.
@@ -194,7 +193,7 @@ class IncompleteDetails:
 
 
 @typing.final
-@_record
+@attrs.frozen(kw_only=True)
 class Usage:
     """
     Token usage of a run. ``total_tokens`` is ``prompt_tokens + completion_tokens``.
@@ -227,7 +226,7 @@ class Usage:
 
 
 @typing.final
-@_record
+@attrs.frozen(kw_only=True)
 class TruncationStrategy:
     """
     How the thread is truncated before the run (``TruncationObject``).
@@ -240,7 +239,7 @@ class TruncationStrategy:
 
 
 @typing.final
-@_record
+@attrs.frozen(kw_only=True)
 class ToolChoiceFunction:
     """
     The function a named tool choice forces.
@@ -252,7 +251,7 @@ class ToolChoiceFunction:
 
 
 @typing.final
-@_record
+@attrs.frozen(kw_only=True)
 class NamedToolChoice:
     """
     Force one tool (``AssistantsNamedToolChoice``); ``function`` is set for functions.
@@ -268,7 +267,7 @@ ToolChoice = Literal["none", "auto", "required"] | NamedToolChoice
 
 
 @typing.final
-@_record
+@attrs.frozen(kw_only=True)
 class ResponseFormatText:
     """
     Plain text replies.
@@ -280,7 +279,7 @@ class ResponseFormatText:
 
 
 @typing.final
-@_record
+@attrs.frozen(kw_only=True)
 class ResponseFormatJsonObject:
     """
     JSON mode.
@@ -292,7 +291,7 @@ class ResponseFormatJsonObject:
 
 
 @typing.final
-@_record
+@attrs.frozen(kw_only=True)
 class JsonSchema:
     """
     Structured Outputs settings: a named JSON Schema.
@@ -307,7 +306,7 @@ class JsonSchema:
 
 
 @typing.final
-@_record
+@attrs.frozen(kw_only=True)
 class ResponseFormatJsonSchema:
     """
     Structured Outputs.
@@ -325,7 +324,7 @@ ResponseFormat = (
 
 
 @typing.final
-@_record
+@attrs.frozen(kw_only=True)
 class CodeInterpreterTool:
     """
     The code interpreter tool.
@@ -337,7 +336,7 @@ class CodeInterpreterTool:
 
 
 @typing.final
-@_record
+@attrs.frozen(kw_only=True)
 class FileSearchRankingOptions:
     """
     Ranking of file search results; ``score_threshold`` is within 0..1.
@@ -350,7 +349,7 @@ class FileSearchRankingOptions:
 
 
 @typing.final
-@_record
+@attrs.frozen(kw_only=True)
 class FileSearch:
     """
     Overrides for the file search tool.
@@ -363,7 +362,7 @@ class FileSearch:
 
 
 @typing.final
-@_record
+@attrs.frozen(kw_only=True)
 class FileSearchTool:
     """
     The file search tool (v1's ``retrieval`` tool is read as this).
@@ -376,7 +375,7 @@ class FileSearchTool:
 
 
 @typing.final
-@_record
+@attrs.frozen(kw_only=True)
 class FunctionDefinition:
     """
     A function the model may call (``FunctionObject``).
@@ -391,7 +390,7 @@ class FunctionDefinition:
 
 
 @typing.final
-@_record
+@attrs.frozen(kw_only=True)
 class FunctionTool:
     """
     A function tool.
@@ -405,20 +404,26 @@ class FunctionTool:
 
 Tool = CodeInterpreterTool | FileSearchTool | FunctionTool
 
-_EMPTY: Mapping[str, str] = {}
+#: The shared, read-only empty metadata of runs created without any.
+EMPTY_METADATA: Mapping[str, str] = types.MappingProxyType({})
 
 
 # --- the run -----------------------------------------------------------------------------
 
 
 @typing.final
-@_record
+@attrs.frozen(kw_only=True, slots=False)
 class RunObject:
     """
     One snapshot of a run, exactly as OpenAI's ``thread.run`` object.
 
     Records are immutable: the engine returns a new one for every change. Use
     :meth:`to_dict` for the wire form and :meth:`from_dict` to read real traffic.
+
+    Unlike the nested records, a RunObject keeps its fields in an instance dict
+    rather than slots: CPython shares the keys of such dicts between instances (384
+    bytes a run) and the engine copies one in a single ``dict.update``, about four
+    times faster than calling the 27-argument constructor.
 
     .. versionadded:: 0.1.0
     """
@@ -440,7 +445,7 @@ class RunObject:
     model: str = ""
     instructions: str = ""
     tools: tuple[Tool, ...] = ()
-    metadata: Mapping[str, str] | None = _EMPTY
+    metadata: Mapping[str, str] | None = EMPTY_METADATA
     usage: Usage | None = None
     temperature: float | None = None
     top_p: float | None = None

@@ -14,6 +14,7 @@ from typing import Any, get_args
 
 from runflow._convert import _json_type, structure
 from runflow._model import (
+    EMPTY_METADATA,
     ErrorCode,
     FunctionTool,
     IncompleteReason,
@@ -44,7 +45,7 @@ MIN_TOKEN_BUDGET = 256
 
 _ERROR_CODES: tuple[str, ...] = get_args(ErrorCode)
 _REASONS: tuple[str, ...] = get_args(IncompleteReason)
-_EMPTY: Mapping[str, str] = types.MappingProxyType({})
+_AUTO_TRUNCATION = TruncationStrategy()
 
 
 def _string(value: object, path: str, *, empty: bool = True) -> str:
@@ -74,8 +75,8 @@ def _number(value: object, path: str, low: float, high: float) -> float:
 def metadata(value: object, path: str = "$.metadata") -> Mapping[str, str]:
     """Check metadata against OpenAI's 16 keys / 64-char keys / 512-char values."""
     if value is None:
-        return _EMPTY
-    if not isinstance(value, Mapping):
+        return EMPTY_METADATA
+    if type(value) is not dict and not isinstance(value, Mapping):
         raise ValidationError(path, f"expected an object, got {_json_type(value)}")
     if len(value) > MAX_METADATA_KEYS:
         raise ValidationError(
@@ -102,16 +103,25 @@ def metadata(value: object, path: str = "$.metadata") -> Mapping[str, str]:
     return types.MappingProxyType(dict(value))
 
 
+_TOOL_CLASSES = frozenset(get_args(Tool))
+
+
 def _tools(value: object) -> tuple[Tool, ...]:
-    if isinstance(value, str | bytes | Mapping) or not isinstance(value, Iterable):
-        raise ValidationError("$.tools", f"expected an array, got {_json_type(value)}")
-    items = tuple(value)
-    if len(items) > MAX_TOOLS:
-        raise ValidationError("$.tools", f"at most {MAX_TOOLS} tools, got {len(items)}")
-    return tuple(structure(t, Tool, f"$.tools[{i}]") for i, t in enumerate(items))  # type: ignore[arg-type]
+    if type(value) is not tuple and type(value) is not list:
+        if isinstance(value, str | bytes | Mapping) or not isinstance(value, Iterable):
+            raise ValidationError("$.tools", f"expected an array, got {_json_type(value)}")
+        value = tuple(value)
+    if len(value) > MAX_TOOLS:
+        raise ValidationError("$.tools", f"at most {MAX_TOOLS} tools, got {len(value)}")
+    if type(value) is tuple and all(type(t) in _TOOL_CLASSES for t in value):
+        return value  # records are immutable: share the caller's tuple
+    return tuple(
+        t if type(t) in _TOOL_CLASSES else structure(t, Tool, f"$.tools[{i}]")  # type: ignore[arg-type]
+        for i, t in enumerate(value)
+    )
 
 
-def check_create(  # noqa: C901 - one flat check per request field
+def check_create(
     *,
     thread_id: object,
     assistant_id: object,
@@ -155,7 +165,7 @@ def check_create(  # noqa: C901 - one flat check per request field
     )
     fields["top_p"] = 1.0 if top_p is None else _number(top_p, "$.top_p", 0, 1)
     if truncation_strategy is None:
-        fields["truncation_strategy"] = TruncationStrategy()
+        fields["truncation_strategy"] = _AUTO_TRUNCATION
     else:
         ts: TruncationStrategy = structure(
             truncation_strategy, TruncationStrategy, "$.truncation_strategy"
@@ -233,6 +243,15 @@ def usage(value: object, path: str = "$.usage") -> Usage | None:
     """Read a usage given as a record or a dict; ``total_tokens`` must be the sum."""
     if value is None:
         return None
+    if (  # the common case: a well-formed record, returned as it is
+        type(value) is Usage
+        and type(value.prompt_tokens) is int
+        and type(value.completion_tokens) is int
+        and value.prompt_tokens >= 0
+        and value.completion_tokens >= 0
+        and value.total_tokens == value.prompt_tokens + value.completion_tokens
+    ):
+        return value
     if isinstance(value, Mapping) and "total_tokens" not in value:
         prompt, completion = value.get("prompt_tokens"), value.get("completion_tokens")
         if type(prompt) is int and type(completion) is int:
@@ -252,7 +271,9 @@ def usage(value: object, path: str = "$.usage") -> Usage | None:
 def last_error(code: object, message: object) -> LastError:
     """Build a ``last_error``: ``code`` is one of OpenAI's three codes."""
     if code not in _ERROR_CODES:
-        raise ValidationError("$.last_error.code", f"must be one of {list(_ERROR_CODES)}, got {code!r}")
+        raise ValidationError(
+            "$.last_error.code", f"must be one of {list(_ERROR_CODES)}, got {code!r}"
+        )
     return LastError(code=code, message=_string(message, "$.last_error.message"))  # type: ignore[arg-type]
 
 

@@ -12,6 +12,9 @@ from runflow.stores._base import StoredRun
 
 __all__ = ["MemoryStore"]
 
+#: Stale deadline entries tolerated before the heap is rebuilt from the live runs.
+_COMPACT_AFTER = 1024
+
 
 @typing.final
 class MemoryStore:
@@ -61,7 +64,7 @@ class MemoryStore:
     def _forget_deadline(self) -> None:
         """Count a heap entry that no longer matters; compact once most are stale."""
         self._stale += 1
-        if self._stale > 1024 and self._stale * 2 > len(self._deadlines):
+        if self._stale > _COMPACT_AFTER and self._stale * 2 > len(self._deadlines):
             with self._heap_lock:
                 self._deadlines = [
                     (r.record.expires_at, r.record.id)

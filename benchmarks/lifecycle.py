@@ -1,0 +1,272 @@
+"""
+Lifecycle speed and memory: runflow against a hand-written floor, in one process.
+
+    python benchmarks/lifecycle.py [--runs 50000] [--memory-runs 100000] [--json]
+
+The full lifecycle is create -> start -> require_action -> submit_tool_outputs ->
+start -> complete. The floor does the same work by hand: a dict transition table over
+a mutable slots record of all 27 fields, the same stamping and clearing, and the same
+tool-output check. Figures are ratios measured in one run, so the machine's speed
+cancels out. Targets (issue 2): >= 30,000 lifecycles/s, within 5x of the floor,
+<= 2 KiB per live run, nothing retained once runs end and are discarded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import logging
+import sys
+import time
+import tracemalloc
+from collections.abc import Callable
+from typing import Any
+
+import structlog
+from runflow import (
+    Engine,
+    FunctionCall,
+    FunctionDefinition,
+    FunctionTool,
+    RunStatus,
+    ToolCall,
+    ToolOutput,
+    Usage,
+)
+from runflow.testing import FakeClock
+
+TOOLS = (FunctionTool(function=FunctionDefinition(name="get_weather")),)
+CALLS = [ToolCall(id="call_1", function=FunctionCall(name="get_weather", arguments="{}"))]
+OUTPUTS = [ToolOutput(tool_call_id="call_1", output="sunny")]
+USAGE = Usage.of(9, 4)
+
+
+# --- the floor -----------------------------------------------------------------------------
+
+
+class FloorRun:
+    """A mutable record of all 27 fields of a run."""
+
+    __slots__ = (
+        "assistant_id",
+        "cancelled_at",
+        "completed_at",
+        "created_at",
+        "expires_at",
+        "failed_at",
+        "id",
+        "incomplete_details",
+        "instructions",
+        "last_error",
+        "max_completion_tokens",
+        "max_prompt_tokens",
+        "metadata",
+        "model",
+        "object",
+        "parallel_tool_calls",
+        "required_action",
+        "response_format",
+        "started_at",
+        "status",
+        "temperature",
+        "thread_id",
+        "tool_choice",
+        "tools",
+        "top_p",
+        "truncation_strategy",
+        "usage",
+    )
+
+    def __init__(self, run_id: str, thread_id: str, assistant_id: str, now: int) -> None:
+        self.id = run_id
+        self.object = "thread.run"
+        self.created_at = now
+        self.thread_id = thread_id
+        self.assistant_id = assistant_id
+        self.status = "queued"
+        self.required_action = None
+        self.last_error = None
+        self.expires_at = now + 600
+        self.started_at = None
+        self.cancelled_at = None
+        self.failed_at = None
+        self.completed_at = None
+        self.incomplete_details = None
+        self.model = "gpt-4o"
+        self.instructions = ""
+        self.tools = TOOLS
+        self.metadata: dict[str, str] = {}
+        self.usage: Any = None
+        self.temperature = 1.0
+        self.top_p = 1.0
+        self.max_prompt_tokens = None
+        self.max_completion_tokens = None
+        self.truncation_strategy = None
+        self.tool_choice = "auto"
+        self.parallel_tool_calls = True
+        self.response_format = "auto"
+
+
+FLOOR_TABLE = {
+    ("queued", "start"): "in_progress",
+    ("in_progress", "require_action"): "requires_action",
+    ("requires_action", "submit_tool_outputs"): "queued",
+    ("in_progress", "complete"): "completed",
+}
+
+
+class Floor:
+    """The same lifecycle, by hand."""
+
+    def __init__(self, clock: FakeClock) -> None:
+        self.clock = clock
+        self.runs: dict[str, FloorRun] = {}
+        self.n = 0
+
+    def _move(self, run_id: str, trigger: str) -> FloorRun:
+        run = self.runs[run_id]
+        now = self.clock.now()
+        if run.expires_at is not None and now >= run.expires_at:
+            run.status = "expired"
+        dest = FLOOR_TABLE.get((run.status, trigger))
+        if dest is None:
+            raise ValueError(trigger)
+        run.status = dest
+        if dest == "in_progress":
+            run.started_at = now
+        elif dest == "queued":
+            run.required_action = None
+        elif dest == "completed":
+            run.completed_at = now
+            run.expires_at = None
+        return run
+
+    def lifecycle(self) -> None:
+        self.n += 1
+        run_id = f"run_{self.n:024d}"
+        self.runs[run_id] = FloorRun(run_id, "thread_a", "asst_a", self.clock.now())
+        self._move(run_id, "start")
+        run = self._move(run_id, "require_action")
+        run.required_action = {"type": "submit_tool_outputs", "tool_calls": CALLS}
+        expected = [c.id for c in CALLS]
+        got = [o.tool_call_id for o in OUTPUTS]
+        if sorted(expected) != sorted(got):
+            raise ValueError(got)
+        self._move(run_id, "submit_tool_outputs")
+        self._move(run_id, "start")
+        run = self._move(run_id, "complete")
+        run.usage = USAGE
+
+
+# --- runflow -------------------------------------------------------------------------------
+
+
+def runflow_lifecycle(engine: Engine) -> Callable[[], None]:
+    create, start = engine.create, engine.start
+    require, submit, complete = engine.require_action, engine.submit_tool_outputs, engine.complete
+
+    def lifecycle() -> None:
+        run_id = create(thread_id="thread_a", assistant_id="asst_a", model="gpt-4o", tools=TOOLS).id
+        start(run_id)
+        require(run_id, CALLS)
+        submit(run_id, OUTPUTS)
+        start(run_id)
+        complete(run_id, usage=USAGE)
+
+    return lifecycle
+
+
+def rate(step: Callable[[], None], runs: int, rounds: int) -> float:
+    """Best-of-``rounds`` lifecycles per second."""
+    best = 0.0
+    for _ in range(rounds):
+        gc.collect()
+        t0 = time.perf_counter()
+        for _ in range(runs):
+            step()
+        best = max(best, runs / (time.perf_counter() - t0))
+    return best
+
+
+def memory(runs: int) -> dict[str, float]:
+    """Bytes per live run (held in requires_action), and bytes left once all end."""
+    gc.collect()
+    tracemalloc.start()
+    base = tracemalloc.get_traced_memory()[0]
+    engine = Engine(clock=FakeClock(), logger=structlog.get_logger("runflow").bind())
+    ids = []
+    for _ in range(runs):
+        run_id = engine.create(thread_id="thread_a", assistant_id="asst_a", tools=TOOLS).id
+        engine.start(run_id)
+        engine.require_action(run_id, CALLS)
+        ids.append(run_id)
+    gc.collect()
+    live = tracemalloc.get_traced_memory()[0] - base
+    for run_id in ids:
+        engine.submit_tool_outputs(run_id, OUTPUTS)
+        engine.start(run_id)
+        if engine.complete(run_id, usage=USAGE).status is not RunStatus.COMPLETED:
+            raise AssertionError(run_id)
+        engine.discard(run_id)
+    gc.collect()
+    ended = tracemalloc.get_traced_memory()[0] - base
+    del engine
+    gc.collect()
+    dropped = tracemalloc.get_traced_memory()[0] - base
+    tracemalloc.stop()
+    # the list of ids is the benchmark's own; it is in every figure alike
+    id_bytes = sys.getsizeof(ids) + sum(sys.getsizeof(i) for i in ids)
+    return {
+        "bytes_per_live_run": (live - id_bytes) / runs,
+        "bytes_retained_after_end_per_run": (ended - id_bytes) / runs,
+        "bytes_retained_after_engine_dropped": dropped - id_bytes,
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[1])
+    parser.add_argument("--runs", type=int, default=50_000)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--memory-runs", type=int, default=100_000)
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+
+    # An application's choice, not the library's: drop runflow's debug events.
+    structlog.configure(
+        wrapper_class=structlog.make_filtering_bound_logger(logging.INFO),
+        cache_logger_on_first_use=True,
+    )
+    clock = FakeClock()
+    floor = rate(Floor(clock).lifecycle, args.runs, args.rounds)
+    default = rate(runflow_lifecycle(Engine(clock=clock)), args.runs, args.rounds)
+    bound = rate(
+        runflow_lifecycle(Engine(clock=clock, logger=structlog.get_logger("runflow").bind())),
+        args.runs,
+        args.rounds,
+    )
+    mem = memory(args.memory_runs)
+    result = {
+        "floor_lifecycles_per_s": round(floor),
+        "runflow_lifecycles_per_s": round(bound),
+        "runflow_default_logger_lifecycles_per_s": round(default),
+        "ratio_to_floor": round(floor / bound, 2),
+        "ratio_to_floor_default_logger": round(floor / default, 2),
+        "transitions_per_s": round(bound * 6),
+        "us_per_lifecycle": round(1e6 / bound, 1),
+        **{k: round(v, 1) for k, v in mem.items()},
+        "python": sys.version.split()[0],
+    }
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        width = max(map(len, result))
+        for key, value in result.items():
+            print(f"{key:<{width}}  {value}")
+        ok = bound >= 30_000 and floor / bound <= 5 and mem["bytes_per_live_run"] <= 2048
+        print(f"{'targets met':<{width}}  {ok}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
