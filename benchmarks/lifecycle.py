@@ -14,9 +14,11 @@ cancels out. Targets (issue 2): >= 30,000 lifecycles/s, within 5x of the floor,
 from __future__ import annotations
 
 import argparse
+import base64
 import gc
 import json
 import logging
+import os
 import sys
 import time
 import tracemalloc
@@ -108,6 +110,7 @@ class FloorRun:
         self.response_format = "auto"
 
 
+ID_TABLE = bytes.maketrans(b"-_", b"xQ")
 FLOOR_TABLE = {
     ("queued", "start"): "in_progress",
     ("in_progress", "require_action"): "requires_action",
@@ -122,7 +125,6 @@ class Floor:
     def __init__(self, clock: FakeClock) -> None:
         self.clock = clock
         self.runs: dict[str, FloorRun] = {}
-        self.n = 0
 
     def _move(self, run_id: str, trigger: str) -> FloorRun:
         run = self.runs[run_id]
@@ -133,18 +135,22 @@ class Floor:
         if dest is None:
             raise ValueError(trigger)
         run.status = dest
+        if dest != "requires_action":
+            run.required_action = None
+        if dest != "failed":
+            run.last_error = None
+        if dest != "incomplete":
+            run.incomplete_details = None
         if dest == "in_progress":
             run.started_at = now
-        elif dest == "queued":
-            run.required_action = None
         elif dest == "completed":
             run.completed_at = now
             run.expires_at = None
         return run
 
     def lifecycle(self) -> None:
-        self.n += 1
-        run_id = f"run_{self.n:024d}"
+        # the same OpenAI-shaped random id as runflow makes
+        run_id = "run_" + base64.urlsafe_b64encode(os.urandom(18)).translate(ID_TABLE).decode()
         self.runs[run_id] = FloorRun(run_id, "thread_a", "asst_a", self.clock.now())
         self._move(run_id, "start")
         run = self._move(run_id, "require_action")

@@ -13,10 +13,10 @@ from __future__ import annotations
 import types
 import typing
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, get_args
 
-import attrs
 import cattrs
+from cattrs.errors import IterableValidationError, IterableValidationNote
 from cattrs.gen import make_dict_unstructure_fn, override
 
 from runflow._model import (
@@ -149,7 +149,10 @@ converter.register_unstructure_hook(types.MappingProxyType, _unstructure_mapping
 
 def _tagged(union: object, classes: Sequence[type], literals: Sequence[str] = ()) -> None:
     """Dispatch a union on the wire's ``type`` key (plain strings for its literals)."""
-    by_tag = {attrs.fields_dict(c)["type"].default: c for c in classes}
+    by_tag: dict[str, type] = {}
+    for cls in classes:
+        for value in get_args(typing.get_type_hints(cls)["type"]):
+            by_tag[value] = cls
     expected = ", ".join([*(repr(s) for s in literals), *(f"{{type: {t!r}}}" for t in by_tag)])
 
     def hook(value: object, _: object) -> object:
@@ -178,6 +181,36 @@ _tagged(
     (ResponseFormatText, ResponseFormatJsonObject, ResponseFormatJsonSchema),
     ("auto",),
 )
+
+
+def _is_tuple_type(t: object) -> bool:
+    return typing.get_origin(t) is tuple
+
+
+def _structure_array(value: object, t: Any) -> tuple[Any, ...]:
+    """Structure a JSON array (never a string or an object) into a tuple, item by item."""
+    if isinstance(value, str | bytes | Mapping) or not isinstance(value, list | tuple):
+        msg = f"expected an array, got {_json_type(value)}"
+        raise TypeError(msg)
+    item = get_args(t)[0]
+    out: list[Any] = []
+    errors: list[Exception] = []
+    for index, element in enumerate(value):
+        try:
+            out.append(converter.structure(element, item))
+        except Exception as exc:  # noqa: BLE001 - collected and re-raised as one group
+            exc.__notes__ = [
+                *getattr(exc, "__notes__", []),
+                IterableValidationNote(f"Structuring {t} @ index {index}", index, item),
+            ]
+            errors.append(exc)
+    if errors:
+        msg = f"While structuring {t!r}"
+        raise IterableValidationError(msg, errors, t)
+    return tuple(out)
+
+
+converter.register_structure_hook_func(_is_tuple_type, _structure_array)
 
 # Optional keys the schema types as non-nullable: omitted when unset, never sent as null.
 for _cls, _names in (
@@ -248,6 +281,8 @@ def _raise(prefix: str, exc: BaseException) -> typing.NoReturn:
 
 def structure(data: object, cls: type[Any], path: str = "$") -> Any:
     """Structure ``data`` into ``cls``, raising :class:`ValidationError` with paths."""
+    if type(data) is cls:
+        return data  # already a record: records are immutable and were checked when built
     try:
         return converter.structure(data, cls)
     except (cattrs.BaseValidationError, TypeError, ValueError, KeyError) as exc:

@@ -60,6 +60,7 @@ _NO_PAYLOAD: Mapping[str, Any] = {}
 _STRIPES = 256  # per-run locks are striped: no per-run allocation, no global lock
 _MAX_RETRIES = 8  # compare-and-set retries against a store shared with other processes
 _log = structlog.get_logger("runflow")
+_configured = structlog.is_configured
 
 
 def _enter(step: Step, effects: Enter) -> None:
@@ -119,7 +120,7 @@ def _refusal(run: RunObject, trigger: str, allowed: frozenset[str]) -> InvalidTr
     elif trigger == "cancel":
         msg = f"Cannot cancel run with status '{status}'."
     else:
-        msg = f"Cannot {trigger.replace('_', ' ')} run with status '{status}'."
+        msg = f"Cannot {trigger} run with status '{status}'."
     return InvalidTransitionError(
         msg, run_id=run.id, status=status, trigger=trigger, allowed=allowed
     )
@@ -163,9 +164,12 @@ class Engine:
         incomplete_reason_hooks: Consulted, in order, when a run completes.
         logger: The structlog logger for the engine's events. Defaults to
             ``structlog.get_logger("runflow")``, a lazy proxy that follows
-            configuration made at any time (including ``capture_logs``). A
-            concrete logger (``structlog.get_logger("runflow").bind()`` after
-            configuring) saves about 0.5 µs a transition.
+            configuration made at any time (including ``capture_logs``), and that
+            stays quiet while the application has not configured structlog (as a
+            library's stdlib logger with a ``NullHandler`` would). A logger given
+            here is always used; a concrete one
+            (``structlog.get_logger("runflow").bind()`` after configuring) saves
+            about 0.5 µs a transition.
 
     Calls on one run serialize; calls on different runs do not wait for each other.
 
@@ -184,6 +188,7 @@ class Engine:
         logger: Any = None,
     ) -> None:
         self._log: Any = logger if logger is not None else _log
+        self._always_log = logger is not None
         self._clock: Clock = clock if clock is not None else SystemClock()
         self._store: Store = store if store is not None else MemoryStore()
         self._new_id = id_factory if id_factory is not None else new_run_id
@@ -192,6 +197,7 @@ class Engine:
         self._reason_hooks = tuple(incomplete_reason_hooks)
         self._locks = tuple(threading.Lock() for _ in range(_STRIPES))
         self._life = _LIFECYCLE
+        self._fire = _LIFECYCLE.fire
         self._subscribers: tuple[Subscriber, ...] = ()
         self._outbox: deque[RunEvent] = deque()
         self._emit_lock = threading.Lock()
@@ -299,9 +305,7 @@ class Engine:
             self._emit("thread.run.created", run)
             self._emit("thread.run.queued", run)
             self._drain()
-        self._log.debug(
-            "run_created", run_id=run_id, thread_id=run.thread_id, assistant_id=run.assistant_id
-        )
+        self._log_transition(run, None, "create")
         return run
 
     # --- reading -------------------------------------------------------------------------
@@ -484,7 +488,7 @@ class Engine:
         """Expire an active run now, whatever its ``expires_at``."""
         return self._transition(_run_id(run), "expire", None)
 
-    def addcheck_usage(
+    def add_usage(
         self, run: RunRef, *, prompt_tokens: int = 0, completion_tokens: int = 0
     ) -> RunObject:
         """
@@ -703,10 +707,12 @@ class Engine:
                         raise RunNotFoundError(run_id)
                     now = self._clock.now()
                     try:
-                        if self._due(stored, now):
-                            self._commit(stored, "expire", {}, now, stored.accrued)
-                            stored = self._load(run_id)
                         record = stored.record
+                        deadline = record.expires_at
+                        if deadline is not None and now >= deadline and self._due(stored, now):
+                            self._commit(stored, "expire", _NO_PAYLOAD, now, stored.accrued)
+                            stored = self._load(run_id)
+                            record = stored.record
                         if trigger is None:
                             return record
                         if stored.observed:
@@ -758,22 +764,25 @@ class Engine:
         if accrued is not None and "usage" not in payload:
             payload = {**payload, "usage": accrued}
         step = Step(record, now, payload)
-        self._life.fire(trigger, step)
+        self._fire(trigger, step)
         changed = _evolve(record, step.changes)
         if not self._store.swap(stored, StoredRun(changed, stored.version + 1, accrued)):
             raise _Conflict
         if self._subscribers:
             self._emit(_EVENT[step.state], changed)
-        self._log.debug(
-            "run_transitioned",
-            run_id=changed.id,
-            thread_id=changed.thread_id,
-            trigger=trigger,
-            **{"from": record.status, "to": changed.status},
-        )
+        if self._always_log or _configured():
+            self._log.debug(
+                "run_transitioned",
+                run_id=changed.id,
+                thread_id=changed.thread_id,
+                trigger=trigger,
+                **{"from": record.status, "to": changed.status},
+            )
         return changed
 
     def _log_transition(self, run: RunObject, before: RunStatus | None, trigger: str) -> None:
+        if not (self._always_log or _configured()):
+            return
         self._log.debug(
             "run_transitioned",
             run_id=run.id,
