@@ -159,7 +159,8 @@ def _tagged(union: object, classes: Sequence[type], literals: Sequence[str] = ()
         if isinstance(value, str) and value in literals:
             return value
         if isinstance(value, Mapping):
-            cls = by_tag.get(value.get("type"))
+            tag = value.get("type")
+            cls = by_tag.get(tag) if isinstance(tag, str) else None
             if cls is not None:
                 return converter.structure(value, cls)
         if type(value) in classes:
