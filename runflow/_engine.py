@@ -530,8 +530,14 @@ class Engine:
             for run_id in self._store.due(now):
                 with self._lock(run_id):
                     stored = self._store.get(run_id)
-                    if stored is not None and self._due(stored, now):
-                        expired.append(self._commit(stored, "expire", {}, now, stored.accrued))
+                    if stored is None or not self._due(stored, now):
+                        continue
+                    try:
+                        expired.append(
+                            self._commit(stored, "expire", _NO_PAYLOAD, now, stored.accrued)
+                        )
+                    except _Conflict:
+                        continue  # another writer changed it first; its next read settles it
         finally:
             self._drain()
         return expired
@@ -707,14 +713,11 @@ class Engine:
                         raise RunNotFoundError(run_id)
                     now = self._clock.now()
                     try:
-                        record = stored.record
-                        deadline = record.expires_at
-                        if deadline is not None and now >= deadline and self._due(stored, now):
-                            self._commit(stored, "expire", _NO_PAYLOAD, now, stored.accrued)
-                            stored = self._load(run_id)
-                            record = stored.record
-                        if trigger is None:
-                            return record
+                        settled = self._settle(stored, now)
+                        record = settled.record
+                        if trigger is None or (trigger == "expire" and settled is not stored):
+                            return record  # a read, or the expiry asked for has happened
+                        stored = settled
                         if stored.observed:
                             raise self._observed_refusal(record, refuse_as or trigger)
                         if record.status not in self._life.sources[trigger]:
@@ -731,6 +734,14 @@ class Engine:
         finally:
             if self._outbox:
                 self._drain()
+
+    def _settle(self, stored: StoredRun, now: int) -> StoredRun:
+        """Apply the expiry rule (R3.4): the run as it must be seen at ``now``."""
+        deadline = stored.record.expires_at
+        if deadline is not None and now >= deadline and self._due(stored, now):
+            self._commit(stored, "expire", _NO_PAYLOAD, now, stored.accrued)
+            return self._load(stored.record.id)
+        return stored
 
     @staticmethod
     def _observed_refusal(record: RunObject, name: str) -> InvalidTransitionError:

@@ -300,7 +300,8 @@ class Lifecycle:
     def mermaid(self, *, title: str | None = None) -> str:
         """
         The state diagram in Mermaid syntax, drawn by transitions' own diagram support
-        from this machine's states and transitions.
+        from this machine's states and transitions, with the terminal statuses
+        marked final (``status --> [*]``).
         """
         from transitions.extensions.diagrams import GraphMachine  # noqa: PLC0415
 
@@ -321,4 +322,9 @@ class Lifecycle:
             show_state_attributes=False,
             title=title or self.profile.name,
         )
-        return str(graph.get_graph().draw(None))
+        source = str(graph.get_graph().draw(None)).rstrip("\n")
+        # transitions marks final states only in nested diagrams; mark the terminal ones
+        finals = "".join(
+            f"\n  {s} --> [*]" for s in self.profile.states if s in self.profile.terminal
+        )
+        return source + finals + "\n"
