@@ -26,6 +26,7 @@ from collections.abc import Callable
 from typing import Any
 
 import structlog
+
 from runflow import (
     Engine,
     FunctionCall,

@@ -11,12 +11,13 @@ True
 
 from __future__ import annotations
 
-from importlib.metadata import PackageNotFoundError, version
+from importlib.metadata import PackageNotFoundError as _PackageNotFoundError
+from importlib.metadata import version as _version
 
 from runflow._clock import Clock, SystemClock
 from runflow._engine import Engine
 from runflow._events import RunEvent
-from runflow._machine import ASSISTANTS_RUN, Enter, LifecycleProfile, TransitionSpec
+from runflow._machine import ASSISTANTS_RUN, Enter, Lifecycle, LifecycleProfile, TransitionSpec
 from runflow._model import (
     ACTIVE_STATUSES,
     TERMINAL_STATUSES,
@@ -56,8 +57,8 @@ from runflow.exceptions import (
 )
 
 try:
-    __version__ = version("runflow-engine")
-except PackageNotFoundError:  # pragma: no cover - running from a source tree
+    __version__ = _version("runflow-engine")
+except _PackageNotFoundError:  # pragma: no cover - running from a source tree
     __version__ = "0.0.0"
 
 
@@ -91,6 +92,7 @@ __all__ = [
     "InvalidTransitionError",
     "JsonSchema",
     "LastError",
+    "Lifecycle",
     "LifecycleProfile",
     "NamedToolChoice",
     "RequiredAction",

@@ -231,6 +231,14 @@ class Lifecycle:
     """
     One shared machine for a profile: validity, reachability and the status change.
 
+    Attributes:
+        profile: The profile the machine was built from.
+        machine: The ``transitions`` machine itself (``model=None``; no run is ever
+            added to it as a model).
+        sources: Trigger name → the statuses it is valid from, read off the machine.
+        paths: ``(from, to)`` → the shortest trigger path between two statuses,
+            used to accept snapshots that skip statuses (LIFECYCLE R2.1).
+
     .. versionadded:: 0.1.0
     """
 

@@ -10,10 +10,17 @@ import sys
 from pathlib import Path
 
 import pytest
+import structlog
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = sorted((ROOT / "examples").glob("*.py"))
 PYTHON_BLOCK = re.compile(r"^```python\n(.*?)^```", re.DOTALL | re.MULTILINE)
+
+
+@pytest.fixture(autouse=True)
+def _unconfigured_structlog() -> None:
+    """Examples run as in a fresh process: structlog as the application left it, unset."""
+    structlog.reset_defaults()
 
 
 @pytest.mark.parametrize("path", EXAMPLES, ids=[p.name for p in EXAMPLES])
@@ -44,6 +51,17 @@ def test_readme_python_blocks_run() -> None:
     namespace: dict[str, object] = {"__name__": "readme"}
     for block in blocks:
         exec(compile(block, "README.md", "exec"), namespace)  # noqa: S102 - our own README
+
+
+DOC_PAGES = sorted((ROOT / "docs").glob("*.md"))
+
+
+@pytest.mark.parametrize("page", DOC_PAGES, ids=[p.name for p in DOC_PAGES])
+def test_docs_python_blocks_run(page: Path) -> None:
+    """Every ```python block of a docs page runs, in order, in one namespace."""
+    namespace: dict[str, object] = {"__name__": f"docs_{page.stem}"}
+    for block in PYTHON_BLOCK.findall(page.read_text(encoding="utf-8")):
+        exec(compile(block, str(page), "exec"), namespace)  # noqa: S102 - our own docs
 
 
 @pytest.mark.parametrize("module", ["runflow", "runflow.testing", "runflow._engine"])

@@ -1,0 +1,130 @@
+"""Logging: one structlog ``run_transitioned`` event per transition; no global config."""
+
+from __future__ import annotations
+
+import contextlib
+import subprocess
+import sys
+import textwrap
+from collections.abc import Callable
+from typing import Any
+
+import structlog
+from structlog.testing import capture_logs
+
+from runflow import Engine, InvalidTransitionError, RunObject
+
+CALL = {"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": "{}"}}
+OUTPUT = {"tool_call_id": "call_1", "output": "sunny"}
+
+
+def transitions(logs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [entry for entry in logs if entry["event"] == "run_transitioned"]
+
+
+class TestRunTransitioned:
+    """Every status change logs exactly one ``run_transitioned`` with its context."""
+
+    def test_one_event_per_transition(
+        self, engine: Engine, new_run: Callable[..., RunObject]
+    ) -> None:
+        """A full lifecycle logs one event per transition, with from, to and trigger."""
+        run = new_run()
+        with capture_logs() as logs:
+            engine.start(run)
+            engine.require_action(run, tool_calls=[CALL])
+            engine.submit_tool_outputs(run, tool_outputs=[OUTPUT])
+            engine.start(run)
+            engine.cancel(run)
+            engine.complete(run, usage={"prompt_tokens": 1, "completion_tokens": 1})
+        got = transitions(logs)
+        assert [(e["from"], e["to"], e["trigger"]) for e in got] == [
+            ("queued", "in_progress", "start"),
+            ("in_progress", "requires_action", "require_action"),
+            ("requires_action", "queued", "submit_tool_outputs"),
+            ("queued", "in_progress", "start"),
+            ("in_progress", "cancelling", "cancel"),
+            ("cancelling", "completed", "complete"),
+        ]
+        for entry in got:
+            assert entry["run_id"] == run.id
+            assert entry["thread_id"] == run.thread_id
+
+    def test_keys(self, engine: Engine, new_run: Callable[..., RunObject]) -> None:
+        """The event carries run_id, thread_id, from, to and trigger as plain strings."""
+        run = new_run(thread_id="thread_log")
+        with capture_logs() as logs:
+            engine.start(run)
+        (entry,) = transitions(logs)
+        assert {"run_id", "thread_id", "from", "to", "trigger"} <= set(entry)
+        assert entry["thread_id"] == "thread_log"
+        assert all(
+            isinstance(entry[k], str) for k in ("run_id", "thread_id", "from", "to", "trigger")
+        )
+
+    def test_refusal_logs_no_transition(
+        self, engine: Engine, drive: Callable[..., RunObject]
+    ) -> None:
+        """A refused trigger logs no run_transitioned."""
+        run = drive("completed")
+        with capture_logs() as logs, contextlib.suppress(InvalidTransitionError):
+            engine.start(run)
+        assert transitions(logs) == []
+
+    def test_expiry_on_read_is_logged(
+        self, engine: Engine, clock: Any, drive: Callable[..., RunObject]
+    ) -> None:
+        """The expiry applied by get() is a transition with trigger ``expire``."""
+        run = drive("requires_action")
+        clock.advance(600)
+        with capture_logs() as logs:
+            engine.get(run)
+        assert [(e["from"], e["to"], e["trigger"]) for e in transitions(logs)] == [
+            ("requires_action", "expired", "expire")
+        ]
+
+    def test_sweep_logs_each_expiry(
+        self, engine: Engine, clock: Any, new_run: Callable[..., RunObject]
+    ) -> None:
+        """sweep() logs one transition per expired run."""
+        runs = [new_run() for _ in range(3)]
+        clock.advance(600)
+        with capture_logs() as logs:
+            engine.sweep()
+        assert sorted(e["run_id"] for e in transitions(logs)) == sorted(r.id for r in runs)
+
+    def test_budget_crossing_is_logged(
+        self, engine: Engine, drive: Callable[..., RunObject]
+    ) -> None:
+        """A completion turned incomplete by the budget logs the real destination."""
+        run = drive("in_progress", max_prompt_tokens=256)
+        with capture_logs() as logs:
+            engine.complete(run, usage={"prompt_tokens": 300, "completion_tokens": 1})
+        (entry,) = transitions(logs)
+        assert (entry["from"], entry["to"]) == ("in_progress", "incomplete")
+
+
+class TestNoGlobalConfiguration:
+    """The library never configures structlog."""
+
+    def test_import_and_use_leave_structlog_unconfigured(self) -> None:
+        """In a fresh interpreter, importing and using runflow keeps is_configured() False."""
+        code = textwrap.dedent(
+            """
+            import structlog
+            import runflow
+            import runflow.testing, runflow.hooks, runflow.stores, runflow.exceptions
+            from runflow.testing import FakeClock
+            engine = runflow.Engine(clock=FakeClock())
+            run = engine.create(thread_id="t", assistant_id="a")
+            engine.start(run)
+            engine.cancel(run)
+            engine.finish_cancel(run)
+            runflow.lifecycle_diagram()
+            print(structlog.is_configured())
+            """
+        )
+        result = subprocess.run(  # noqa: S603 - fixed code, this interpreter
+            [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
+        )
+        assert result.stdout.strip().splitlines()[-1] == "False"
