@@ -50,6 +50,7 @@ Subscriber = Callable[[RunEvent], object]
 
 _ZERO = Usage(prompt_tokens=0, completion_tokens=0, total_tokens=0)
 _STATUS: dict[str, RunStatus] = {s.value: s for s in RunStatus}
+_PLAIN: dict[str, str] = {s.value: s.value for s in RunStatus}  # log plain JSON strings
 _EVENT: dict[str, str] = {s.value: f"thread.run.{s.value}" for s in RunStatus}
 #: status -> the exclusive fields (non-null in one other status only) to clear on entry
 _CLEARS: dict[str, tuple[str, ...]] = {
@@ -787,7 +788,7 @@ class Engine:
                 run_id=changed.id,
                 thread_id=changed.thread_id,
                 trigger=trigger,
-                **{"from": record.status, "to": changed.status},
+                **{"from": _PLAIN[record.status], "to": _PLAIN[changed.status]},
             )
         return changed
 
@@ -799,7 +800,7 @@ class Engine:
             run_id=run.id,
             thread_id=run.thread_id,
             trigger=trigger,
-            **{"from": before, "to": run.status},
+            **{"from": None if before is None else _PLAIN[before], "to": _PLAIN[run.status]},
         )
 
     def _incomplete_reason(self, run: RunObject, total: Usage) -> IncompleteReason | None:

@@ -21,6 +21,7 @@ __all__ = [
     "ACTIVE_STATUSES",
     "TERMINAL_STATUSES",
     "CodeInterpreterTool",
+    "ErrorCode",
     "FileSearch",
     "FileSearchRankingOptions",
     "FileSearchTool",
@@ -28,6 +29,7 @@ __all__ = [
     "FunctionDefinition",
     "FunctionTool",
     "IncompleteDetails",
+    "IncompleteReason",
     "JsonSchema",
     "LastError",
     "NamedToolChoice",
@@ -92,7 +94,9 @@ TERMINAL_STATUSES: frozenset[RunStatus] = frozenset(
 #: The statuses in which a run still moves and holds its thread (LIFECYCLE R1.2, R1.3).
 ACTIVE_STATUSES: frozenset[RunStatus] = frozenset(RunStatus) - TERMINAL_STATUSES
 
+#: The codes of ``last_error`` (LIFECYCLE R7.2).
 ErrorCode = Literal["server_error", "rate_limit_exceeded", "invalid_prompt"]
+#: The reasons of ``incomplete_details`` (LIFECYCLE R7.3).
 IncompleteReason = Literal["max_completion_tokens", "max_prompt_tokens"]
 
 

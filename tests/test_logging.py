@@ -9,7 +9,6 @@ import textwrap
 from collections.abc import Callable
 from typing import Any
 
-import structlog
 from structlog.testing import capture_logs
 
 from runflow import Engine, InvalidTransitionError, RunObject
