@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import logging
 import os
 import threading
 import typing
@@ -11,6 +12,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import structlog
+import structlog.stdlib
 
 from runflow._clock import Clock, SystemClock
 from runflow._convert import structure_run, structure_tool_calls, structure_tool_outputs
@@ -168,9 +170,11 @@ class Engine:
             configuration made at any time (including ``capture_logs``), and that
             stays quiet while the application has not configured structlog (as a
             library's stdlib logger with a ``NullHandler`` would). A logger given
-            here is always used; a concrete one
-            (``structlog.get_logger("runflow").bind()`` after configuring) saves
-            about 0.5 µs a transition.
+            here is always used. A concrete filtering logger
+            (``structlog.get_logger("runflow").bind()`` after configuring, with
+            structlog ≥ 25.1) fixes its level when it is made, so the engine asks it
+            once whether it logs debug events and, if not, skips building them:
+            about 1 µs a transition.
 
     Calls on one run serialize; calls on different runs do not wait for each other.
 
@@ -190,6 +194,7 @@ class Engine:
     ) -> None:
         self._log: Any = logger if logger is not None else _log
         self._always_log = logger is not None
+        self._log_off = logger is not None and not _debug_enabled(logger)
         self._clock: Clock = clock if clock is not None else SystemClock()
         self._store: Store = store if store is not None else MemoryStore()
         self._new_id = id_factory if id_factory is not None else new_run_id
@@ -782,7 +787,9 @@ class Engine:
             raise _Conflict
         if self._subscribers:
             self._emit(_EVENT[step.state], changed)
-        if self._always_log or _configured():
+        if self._log_off:
+            pass
+        elif self._always_log or _configured():
             self._log.debug(
                 "run_transitioned",
                 run_id=changed.id,
@@ -793,7 +800,7 @@ class Engine:
         return changed
 
     def _log_transition(self, run: RunObject, before: RunStatus | None, trigger: str) -> None:
-        if not (self._always_log or _configured()):
+        if self._log_off or not (self._always_log or _configured()):
             return
         self._log.debug(
             "run_transitioned",
@@ -825,6 +832,22 @@ def _listed(items: Iterable[Any]) -> Sequence[Any]:
     if isinstance(items, str | bytes | Mapping) or not isinstance(items, Iterable):
         return items  # type: ignore[return-value] # refused with a path by the structurer
     return list(items)
+
+
+def _debug_enabled(logger: Any) -> bool:
+    """
+    Whether a concrete logger will emit debug events, asked once.
+
+    Only structlog's filtering loggers qualify: their level is part of their class.
+    A stdlib-backed logger's level can change at any time, so it is always called.
+    """
+    probe = getattr(logger, "is_enabled_for", None)
+    if probe is None or isinstance(logger, structlog.stdlib.BoundLogger):
+        return True
+    try:
+        return bool(probe(logging.DEBUG))
+    except Exception:  # noqa: BLE001 - an odd logger is simply always called
+        return True
 
 
 def _budget(run: RunObject, total: Usage) -> IncompleteReason | None:
