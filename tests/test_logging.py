@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import subprocess
 import sys
 import textwrap
 from collections.abc import Callable
 from typing import Any
 
+import structlog
 from structlog.testing import capture_logs
 
 from runflow import Engine, InvalidTransitionError, RunObject
+from runflow.testing import FakeClock
 
 CALL = {"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": "{}"}}
 OUTPUT = {"tool_call_id": "call_1", "output": "sunny"}
@@ -127,3 +130,40 @@ class TestNoGlobalConfiguration:
             [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
         )
         assert result.stdout.strip().splitlines()[-1] == "False"
+
+
+class TestGivenLogger:
+    """A logger passed to ``Engine(logger=...)``."""
+
+    def test_a_filtering_logger_above_debug_gets_no_calls(self) -> None:
+        """A concrete filtering logger at INFO is asked once and then never called."""
+        calls: list[str] = []
+
+        class Recording(structlog.make_filtering_bound_logger(logging.INFO)):  # type: ignore[misc]
+            def debug(self, event: str, *args: Any, **kw: Any) -> Any:
+                calls.append(event)
+
+        logger = Recording(structlog.PrintLogger(), [], {})
+        engine = Engine(clock=FakeClock(), logger=logger)
+        run = engine.create(thread_id="thread_a", assistant_id="asst_a")
+        engine.start(run)
+        assert calls == []
+
+    def test_a_debug_logger_gets_every_transition(self) -> None:
+        """A logger enabled for debug gets one event per transition, even unconfigured."""
+        calls: list[tuple[str, dict[str, Any]]] = []
+
+        class Recording:
+            def is_enabled_for(self, level: int) -> bool:
+                return level >= logging.DEBUG
+
+            def debug(self, event: str, **kw: Any) -> None:
+                calls.append((event, kw))
+
+        engine = Engine(clock=FakeClock(), logger=Recording())
+        run = engine.create(thread_id="thread_a", assistant_id="asst_a")
+        engine.start(run)
+        assert [(e, kw["trigger"], kw["to"]) for e, kw in calls] == [
+            ("run_transitioned", "create", "queued"),
+            ("run_transitioned", "start", "in_progress"),
+        ]
