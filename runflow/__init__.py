@@ -52,11 +52,15 @@ from runflow._model import (
 )
 from runflow.exceptions import (
     InvalidTransitionError,
+    LeaseError,
     RunflowError,
     RunNotFoundError,
+    StoreError,
+    ThreadBusyError,
     ToolOutputsError,
     ValidationError,
 )
+from runflow.stores import JournalEntry
 
 try:
     __version__ = _version("runflow-engine")
@@ -94,8 +98,10 @@ __all__ = [
     "IncompleteDetails",
     "IncompleteReason",
     "InvalidTransitionError",
+    "JournalEntry",
     "JsonSchema",
     "LastError",
+    "LeaseError",
     "Lifecycle",
     "LifecycleProfile",
     "NamedToolChoice",
@@ -109,8 +115,10 @@ __all__ = [
     "RunObject",
     "RunStatus",
     "RunflowError",
+    "StoreError",
     "SubmitToolOutputs",
     "SystemClock",
+    "ThreadBusyError",
     "Tool",
     "ToolCall",
     "ToolChoice",

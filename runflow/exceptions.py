@@ -9,7 +9,13 @@ keeps working::
     ├── ValidationError (ValueError)          bad input: names the field path and the rule
     ├── InvalidTransitionError (ValueError)   the run's status does not allow the trigger
     ├── ToolOutputsError (ValueError)         tool outputs do not match the pending tool calls
-    └── RunNotFoundError (KeyError)           no run with that id
+    ├── ThreadBusyError (ValueError)          the thread already has an active run
+    ├── LeaseError                            the run is leased to another worker, or the
+    │                                         caller's lease lapsed
+    ├── RunNotFoundError (KeyError)           no run with that id
+    └── StoreError                            the store cannot be opened or used: bad URL,
+                                              missing driver extra, unreachable server,
+                                              schema from a newer runflow
 
 An operation that raises never changes the run.
 
@@ -23,8 +29,11 @@ from collections.abc import Sequence
 
 __all__ = [
     "InvalidTransitionError",
+    "LeaseError",
     "RunNotFoundError",
     "RunflowError",
+    "StoreError",
+    "ThreadBusyError",
     "ToolOutputsError",
     "ValidationError",
 ]
@@ -158,3 +167,66 @@ class RunNotFoundError(RunflowError, KeyError):
     def __str__(self) -> str:
         # KeyError's str() adds quotes around the message; keep OpenAI's text exact.
         return self.message
+
+
+@typing.final
+class ThreadBusyError(RunflowError, ValueError):
+    """
+    A run was created on a thread that already has an active run (LIFECYCLE R1.3).
+
+    The message is OpenAI's: ``Thread <thread_id> already has an active run <run_id>.``
+
+    Attributes:
+        thread_id: The thread.
+        run_id: Its active run.
+
+    .. versionadded:: 0.1.0
+    """
+
+    def __init__(self, thread_id: str, run_id: str) -> None:
+        self.thread_id = thread_id
+        self.run_id = run_id
+        super().__init__(f"Thread {thread_id} already has an active run {run_id}.")
+
+
+@typing.final
+class LeaseError(RunflowError):
+    """
+    A worker changed a run it does not hold: another worker leases it, or the
+    worker's own lease lapsed (a sweep then fails the run).
+
+    Attributes:
+        run_id: The run.
+        worker: The worker that asked.
+        holder: The worker holding the lease (None if nobody does).
+        lease_until: When the holder's lease lapses or lapsed.
+
+    .. versionadded:: 0.1.0
+    """
+
+    def __init__(
+        self, message: str, *, run_id: str, worker: str, holder: str | None, lease_until: int | None
+    ) -> None:
+        self.run_id = run_id
+        self.worker = worker
+        self.holder = holder
+        self.lease_until = lease_until
+        super().__init__(message)
+
+
+@typing.final
+class StoreError(RunflowError):
+    """
+    A store cannot be opened or used: a bad URL, a missing driver extra, an
+    unreachable server, a schema written by a newer runflow. The message names the
+    cause; the driver's own exception, if any, is chained as ``__cause__``.
+
+    Attributes:
+        url: The store URL, with any password masked.
+
+    .. versionadded:: 0.1.0
+    """
+
+    def __init__(self, message: str, *, url: str = "") -> None:
+        self.url = url
+        super().__init__(message)

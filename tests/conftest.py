@@ -8,6 +8,7 @@ file, never from the working directory.
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
@@ -170,10 +171,16 @@ def _recorder(engine: Any) -> Iterator[Any]:
     unsubscribe()
 
 
+_THREADS = itertools.count(1)
+
+
 def create_run(engine: Any, **kwargs: Any) -> Any:
-    """Create a run with the weather tool (keyword arguments override the defaults)."""
+    """
+    Create a run with the weather tool (keyword arguments override the defaults), on
+    a thread of its own: a thread holds one active run at a time (LIFECYCLE R1.3).
+    """
     params: dict[str, Any] = {
-        "thread_id": "thread_a",
+        "thread_id": f"thread_{next(_THREADS)}",
         "assistant_id": "asst_a",
         "model": "gpt-4o",
         "instructions": "Be brief.",

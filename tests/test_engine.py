@@ -288,7 +288,7 @@ class TestStamping:
 
     def test_create(self, new_run: Callable[..., RunObject], clock: FakeClock) -> None:
         """A new run is queued at now, expires 600 s later, nothing else stamped."""
-        run = new_run()
+        run = new_run(thread_id="thread_a")
         assert run.object == "thread.run"
         assert run.status is RunStatus.QUEUED
         assert run.created_at == clock.now()
@@ -709,7 +709,10 @@ class TestExpiry:
         new_run: Callable[..., RunObject],
         drive: Callable[..., RunObject],
     ) -> None:
-        """sweep() expires exactly the active runs past their deadline and returns them."""
+        """
+        sweep() expires exactly the active runs past their deadline, in deadline
+        order, then ends runs stuck ``cancelling`` past the grace, and returns them.
+        """
         first = drive("requires_action")
         clock.advance(100)
         second = new_run()
@@ -719,15 +722,20 @@ class TestExpiry:
         clock.set(first.created_at + 700)
         recorder.clear()
         swept = engine.sweep()
-        assert [r.id for r in swept] == [first.id, second.id]
-        assert all(r.status is RunStatus.EXPIRED for r in swept)
-        assert [engine.get(r.id) for r in (first, second)] == swept
-        assert recorder.names == ["thread.run.expired", "thread.run.expired"]
+        assert [r.id for r in swept] == [first.id, second.id, third.id]
+        assert [r.status for r in swept] == [
+            RunStatus.EXPIRED,
+            RunStatus.EXPIRED,
+            RunStatus.CANCELLED,
+        ]
+        assert [engine.get(r.id) for r in (first, second, third)] == swept
+        assert recorder.names == [
+            "thread.run.expired",
+            "thread.run.expired",
+            "thread.run.cancelled",
+        ]
         assert engine.sweep() == []
-        assert engine.get(third.id).status is RunStatus.CANCELLING
         assert engine.get(done.id) == done
-        clock.advance(100)
-        assert [r.id for r in engine.sweep()] == [third.id]
 
     def test_sweep_respects_per_create_deadline(
         self, engine: Engine, clock: FakeClock, new_run: Callable[..., RunObject]
@@ -991,14 +999,14 @@ class TestIds:
 
     def test_unique(self, engine: Engine) -> None:
         """A thousand runs get a thousand ids."""
-        ids = {engine.create(thread_id="t", assistant_id="a").id for _ in range(1000)}
+        ids = {engine.create(thread_id=f"t{i}", assistant_id="a").id for i in range(1000)}
         assert len(ids) == 1000
 
     def test_id_factory(self, clock: FakeClock) -> None:
         """``Engine(id_factory=…)`` makes reproducible ids."""
         counter = itertools.count(1)
         engine = Engine(clock=clock, id_factory=lambda: f"run_test_{next(counter)}")
-        assert [engine.create(thread_id="t", assistant_id="a").id for _ in range(3)] == [
+        assert [engine.create(thread_id=f"t{i}", assistant_id="a").id for i in range(3)] == [
             "run_test_1",
             "run_test_2",
             "run_test_3",
@@ -1049,14 +1057,15 @@ class TestLookup:
         """runs() lists in creation order; thread_id and status filter."""
         a = drive("queued", thread_id="thread_1")
         clock.advance(1)
-        b = drive("in_progress", thread_id="thread_2")
+        b = drive("completed", thread_id="thread_2")
         clock.advance(1)
         c = drive("queued", thread_id="thread_2")
         assert [r.id for r in engine.runs()] == [a.id, b.id, c.id]
         assert [r.id for r in engine.runs(thread_id="thread_2")] == [b.id, c.id]
         assert [r.id for r in engine.runs(status="queued")] == [a.id, c.id]
-        assert [r.id for r in engine.runs(status=RunStatus.IN_PROGRESS)] == [b.id]
+        assert [r.id for r in engine.runs(status=RunStatus.COMPLETED)] == [b.id]
         assert engine.runs(thread_id="thread_2", status="queued") == [c]
+        assert [r.id for r in engine.runs(newest_first=True, limit=2)] == [c.id, b.id]
 
     def test_discard_forgets_an_ended_run(
         self, engine: Engine, drive: Callable[..., RunObject]

@@ -20,6 +20,7 @@ from runflow import (
     InvalidTransitionError,
     RunObject,
     RunStatus,
+    ThreadBusyError,
     Usage,
 )
 from runflow.testing import EventRecorder, FakeClock
@@ -152,6 +153,7 @@ class EngineMachine(RuleBasedStateMachine):
         self.last: dict[str, RunObject] = {}
         self.ids: list[str] = []
         self.ttl: dict[str, int] = {}
+        self.threads: dict[str, str] = {}
         self.checked_events = 0
         self.last_sequence = 0
 
@@ -163,6 +165,7 @@ class EngineMachine(RuleBasedStateMachine):
         prompt_budget=st.sampled_from([None, 256, 1000]),
         completion_budget=st.sampled_from([None, 256, 1000]),
         parallel=st.booleans(),
+        thread=st.sampled_from(["thread_p", "thread_q", "thread_r"]),
     )
     def create(
         self,
@@ -170,9 +173,22 @@ class EngineMachine(RuleBasedStateMachine):
         prompt_budget: int | None,
         completion_budget: int | None,
         parallel: bool,
+        thread: str,
     ) -> None:
+        """Create a run; refused while its thread has an active run (R1.3)."""
+        active = [
+            rid
+            for rid in self.ids
+            if self.threads[rid] == thread and self.engine.get(rid).status.is_active
+        ]
+        if active:
+            with pytest.raises(ThreadBusyError) as refused:
+                self.engine.create(thread_id=thread, assistant_id="asst_p", tools=TOOLS)
+            assert refused.value.run_id == active[0]
+            assert str(refused.value) == (f"Thread {thread} already has an active run {active[0]}.")
+            return
         run = self.engine.create(
-            thread_id="thread_p",
+            thread_id=thread,
             assistant_id="asst_p",
             model="gpt-4o",
             tools=TOOLS,
@@ -181,6 +197,7 @@ class EngineMachine(RuleBasedStateMachine):
             parallel_tool_calls=parallel,
             expires_after=ttl,
         )
+        self.threads[run.id] = thread
         self.ttl[run.id] = 600 if ttl is None else ttl
         assert run.expires_at == run.created_at + self.ttl[run.id]
         self.ids.append(run.id)
@@ -284,9 +301,19 @@ class EngineMachine(RuleBasedStateMachine):
 
     @rule()
     def sweep(self) -> None:
+        """A sweep expires overdue runs and ends runs stuck cancelling past the grace."""
+        now = self.clock.now()
         for run in self.engine.sweep():
-            assert run.status is RunStatus.EXPIRED
-            assert self.last[run.id].status.is_active
+            before = self.last[run.id]
+            assert before.status.is_active
+            if run.status is RunStatus.EXPIRED:
+                assert before.expires_at is not None
+                assert now >= before.expires_at
+            else:
+                assert run.status is RunStatus.CANCELLED
+                assert before.status is RunStatus.CANCELLING
+                assert before.expires_at is not None
+                assert now < before.expires_at
 
     @precondition(lambda self: bool(self.ids))
     @rule(which=st.integers(0, MAX_RUNS - 1))

@@ -6,7 +6,7 @@ Where an engine keeps its runs.
 .. versionadded:: 0.1.0
 """
 
-from runflow.stores._base import Store, StoredRun
+from runflow.stores._base import AsyncStore, Change, ClaimStep, JournalEntry, Store, StoredRun
 from runflow.stores._memory import MemoryStore
 
-__all__ = ["MemoryStore", "Store", "StoredRun"]
+__all__ = ["AsyncStore", "Change", "ClaimStep", "JournalEntry", "MemoryStore", "Store", "StoredRun"]
