@@ -14,6 +14,7 @@ from __future__ import annotations
 from importlib.metadata import PackageNotFoundError as _PackageNotFoundError
 from importlib.metadata import version as _version
 
+from runflow._async import AsyncEngine
 from runflow._clock import Clock, SystemClock
 from runflow._engine import Engine
 from runflow._events import RunEvent
@@ -84,6 +85,7 @@ __all__ = [
     "ACTIVE_STATUSES",
     "ASSISTANTS_RUN",
     "TERMINAL_STATUSES",
+    "AsyncEngine",
     "Clock",
     "CodeInterpreterTool",
     "Engine",
