@@ -29,11 +29,12 @@ SCHEMA_VERSION = 1
 ACTIVE_VALUES: tuple[str, ...] = ("queued", "in_progress", "requires_action", "cancelling")
 
 
-@typing.final
-@attrs.frozen
-class StoredRun:
+class StoredRun(NamedTuple):
     """
     A run as a store keeps it: the record plus what the wire does not show.
+
+    An immutable named tuple rather than an attrs class: the engine builds one per
+    transition, and a tuple is built about four times faster.
 
     Attributes:
         record: The run as the wire shows it.
