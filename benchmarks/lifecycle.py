@@ -37,6 +37,7 @@ from runflow import (
     ToolOutput,
     Usage,
 )
+from runflow.stores import MemoryStore
 from runflow.testing import FakeClock
 
 TOOLS = (FunctionTool(function=FunctionDefinition(name="get_weather")),)
@@ -172,9 +173,11 @@ class Floor:
 def runflow_lifecycle(engine: Engine) -> Callable[[], None]:
     create, start = engine.create, engine.start
     require, submit, complete = engine.require_action, engine.submit_tool_outputs, engine.complete
+    threads = iter(range(10**9))
 
     def lifecycle() -> None:
-        run_id = create(thread_id="thread_a", assistant_id="asst_a", model="gpt-4o", tools=TOOLS).id
+        thread = f"thread_{next(threads)}"  # one active run per thread (LIFECYCLE R1.3)
+        run_id = create(thread_id=thread, assistant_id="asst_a", model="gpt-4o", tools=TOOLS).id
         start(run_id)
         require(run_id, CALLS)
         submit(run_id, OUTPUTS)
@@ -196,15 +199,19 @@ def rate(step: Callable[[], None], runs: int, rounds: int) -> float:
     return best
 
 
-def memory(runs: int) -> dict[str, float]:
+def memory(runs: int, *, journal: bool = True) -> dict[str, float]:
     """Bytes per live run (held in requires_action), and bytes left once all end."""
     gc.collect()
     tracemalloc.start()
     base = tracemalloc.get_traced_memory()[0]
-    engine = Engine(clock=FakeClock(), logger=structlog.get_logger("runflow").bind())
+    engine = Engine(
+        clock=FakeClock(),
+        store=MemoryStore(journal=journal),
+        logger=structlog.get_logger("runflow").bind(),
+    )
     ids = []
-    for _ in range(runs):
-        run_id = engine.create(thread_id="thread_a", assistant_id="asst_a", tools=TOOLS).id
+    for i in range(runs):
+        run_id = engine.create(thread_id=f"thread_{i}", assistant_id="asst_a", tools=TOOLS).id
         engine.start(run_id)
         engine.require_action(run_id, CALLS)
         ids.append(run_id)
@@ -245,23 +252,29 @@ def main() -> int:
         cache_logger_on_first_use=True,
     )
     clock = FakeClock()
+    logger = structlog.get_logger("runflow").bind()
     floor = rate(Floor(clock).lifecycle, args.runs, args.rounds)
     default = rate(runflow_lifecycle(Engine(clock=clock)), args.runs, args.rounds)
-    bound = rate(
-        runflow_lifecycle(Engine(clock=clock, logger=structlog.get_logger("runflow").bind())),
+    bound = rate(runflow_lifecycle(Engine(clock=clock, logger=logger)), args.runs, args.rounds)
+    unjournaled = rate(
+        runflow_lifecycle(Engine(clock=clock, logger=logger, store=MemoryStore(journal=False))),
         args.runs,
         args.rounds,
     )
     mem = memory(args.memory_runs)
+    mem_unjournaled = memory(args.memory_runs, journal=False)
     result = {
         "floor_lifecycles_per_s": round(floor),
         "runflow_lifecycles_per_s": round(bound),
         "runflow_default_logger_lifecycles_per_s": round(default),
+        "runflow_no_journal_lifecycles_per_s": round(unjournaled),
         "ratio_to_floor": round(floor / bound, 2),
         "ratio_to_floor_default_logger": round(floor / default, 2),
+        "ratio_to_floor_no_journal": round(floor / unjournaled, 2),
         "transitions_per_s": round(bound * 6),
         "us_per_lifecycle": round(1e6 / bound, 1),
         **{k: round(v, 1) for k, v in mem.items()},
+        **{f"no_journal_{k}": round(v, 1) for k, v in mem_unjournaled.items()},
         "python": sys.version.split()[0],
     }
     if args.json:
@@ -271,7 +284,8 @@ def main() -> int:
         for key, value in result.items():
             print(f"{key:<{width}}  {value}")
         targets = {
-            ">= 30,000 lifecycles/s": bound >= 30_000,
+            ">= 30,000 lifecycles/s (journaled memory store)": bound >= 30_000,
+            ">= 30,000 lifecycles/s (MemoryStore(journal=False))": unjournaled >= 30_000,
             "within 5x of this floor": floor / bound <= 5,
             "within 5x of the issue's reference floor (140,000/s)": 140_000 / bound <= 5,
             "<= 2 KiB per live run": mem["bytes_per_live_run"] <= 2048,

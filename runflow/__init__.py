@@ -69,16 +69,26 @@ except _PackageNotFoundError:  # pragma: no cover - running from a source tree
     __version__ = "0.0.0"
 
 
-def lifecycle_diagram() -> str:
+def lifecycle_diagram(format: str = "mermaid") -> str:  # noqa: A002 - the CLI's word
     """
-    The run lifecycle as a Mermaid state diagram, drawn by transitions' diagram
-    support from the engine's real machine.
+    The run lifecycle as a state diagram, drawn by transitions' diagram support from
+    the engine's real machine: ``"mermaid"`` (needs nothing) or ``"dot"`` (Graphviz
+    source; needs the ``graphviz`` Python package).
+
+    Raises:
+        ValueError: an unknown format.
+        ImportError: ``"dot"`` without the ``graphviz`` package.
 
     .. versionadded:: 0.1.0
     """
     from runflow._engine import _LIFECYCLE  # noqa: PLC0415
 
-    return _LIFECYCLE.mermaid()
+    if format == "mermaid":
+        return _LIFECYCLE.mermaid()
+    if format == "dot":
+        return str(_LIFECYCLE.graphviz().source)
+    msg = f"unknown diagram format {format!r}: use 'mermaid' or 'dot'"
+    raise ValueError(msg)
 
 
 __all__ = [

@@ -24,7 +24,7 @@ import typing
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from enum import Enum
-from typing import Any
+from typing import Any, Literal
 
 import attrs
 from transitions import Event, EventData, Machine, MachineError, State, Transition
@@ -305,19 +305,15 @@ class Lifecycle:
         """Every status a snapshot may show after ``source`` (itself excluded)."""
         return frozenset(dest for (origin, dest) in self.paths if origin == source)
 
-    def mermaid(self, *, title: str | None = None) -> str:
-        """
-        The state diagram in Mermaid syntax, drawn by transitions' own diagram support
-        from this machine's states and transitions, with the terminal statuses
-        marked final (``status --> [*]``).
-        """
+    def _graph_machine(self, engine: Literal["graphviz", "mermaid"], title: str | None) -> Any:
+        """A throwaway transitions GraphMachine over this profile's table, drawing."""
         from transitions.extensions.diagrams import GraphMachine  # noqa: PLC0415
 
         class _Model:
             pass
 
         model = _Model()
-        graph = GraphMachine(
+        GraphMachine(
             model=model,
             states=[str(s) for s in self.profile.states],
             transitions=[
@@ -326,13 +322,43 @@ class Lifecycle:
             ],
             initial=str(self.profile.initial),
             auto_transitions=False,
-            graph_engine="mermaid",
+            graph_engine=engine,
             show_state_attributes=False,
             title=title or self.profile.name,
         )
-        source = str(graph.get_graph().draw(None)).rstrip("\n")
+        return model
+
+    def mermaid(self, *, title: str | None = None) -> str:
+        """
+        The state diagram in Mermaid syntax, drawn by transitions' own diagram support
+        from this machine's states and transitions, with the terminal statuses
+        marked final (``status --> [*]``).
+        """
+        model = self._graph_machine("mermaid", title)
+        source = str(model.get_graph().draw(None)).rstrip("\n")
         # transitions marks final states only in nested diagrams; mark the terminal ones
         finals = "".join(
             f"\n  {s} --> [*]" for s in self.profile.states if s in self.profile.terminal
         )
         return source + finals + "\n"
+
+    def graphviz(self, *, title: str | None = None) -> Any:
+        """
+        The state diagram as a ``graphviz.Digraph``, drawn by transitions' graphviz
+        support: the initial status behind a start point, terminal statuses with a
+        double border.
+
+        Raises:
+            ImportError: the ``graphviz`` Python package is not installed.
+        """
+        import graphviz  # noqa: F401, PLC0415 - transitions' graphviz backend needs it
+
+        graph = self._graph_machine("graphviz", title).get_graph()
+        # a static diagram: the initial status is drawn as the others, not as "current"
+        initial = str(self.profile.initial)
+        graph.node(initial, color="black", fillcolor="white", peripheries="1")
+        graph.node("__start", label="", shape="point", width="0.15")
+        graph.edge("__start", initial)
+        for status in sorted(self.profile.terminal):
+            graph.node(str(status), peripheries="2")
+        return graph

@@ -59,7 +59,14 @@ EXPECTED = {
     "ASSISTANTS_RUN",
     "lifecycle_diagram",
 }
-PUBLIC_MODULES = ("runflow.exceptions", "runflow.hooks", "runflow.stores", "runflow.testing")
+PUBLIC_MODULES = (
+    "runflow.cli",
+    "runflow.exceptions",
+    "runflow.hooks",
+    "runflow.simulation",
+    "runflow.stores",
+    "runflow.testing",
+)
 
 #: LIFECYCLE §8 as (trigger, source, dest).
 TABLE = {

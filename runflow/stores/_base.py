@@ -34,21 +34,20 @@ class StoredRun(NamedTuple):
     A run as a store keeps it: the record plus what the wire does not show.
 
     An immutable named tuple rather than an attrs class: the engine builds one per
-    transition, and a tuple is built about four times faster.
+    transition, and a tuple is built about four times faster. Its fields:
 
-    Attributes:
-        record: The run as the wire shows it.
-        version: Bumped by every change; a store replaces a run only if the version
-            it holds is the one the change started from (compare-and-set).
-        accrued: Usage accumulated while the run is active (the wire's ``usage``
-            stays null until the run ends).
-        observed: The run belongs to a remote server and is tracked from its
-            snapshots; the local expiry rule, sweeps, claims and the thread lock
-            leave it alone.
-        since: When the run entered its current status (Unix seconds): the queue
-            order of claims and the grace of a stuck ``cancelling`` run.
-        worker: The worker holding the run's lease while it is ``in_progress``.
-        lease_until: When that lease lapses unless renewed by a heartbeat.
+    - ``record``: the run as the wire shows it.
+    - ``version``: bumped by every change; a store replaces a run only if the version
+      it holds is the one the change started from (compare-and-set).
+    - ``accrued``: usage accumulated while the run is active (the wire's ``usage``
+      stays null until the run ends).
+    - ``observed``: the run belongs to a remote server and is tracked from its
+      snapshots; the local expiry rule, sweeps, claims and the thread lock leave it
+      alone.
+    - ``since``: when the run entered its current status (Unix seconds): the queue
+      order of claims and the grace of a stuck ``cancelling`` run.
+    - ``worker``: the worker holding the run's lease while it is ``in_progress``.
+    - ``lease_until``: when that lease lapses unless renewed by a heartbeat.
 
     .. versionadded:: 0.1.0
     """

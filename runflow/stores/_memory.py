@@ -235,17 +235,24 @@ class MemoryStore:
             heapq.heappush(self._deadlines, (record.expires_at, record.id))
 
     def _forget_deadline(self) -> None:
-        """Count a heap entry that no longer matters; compact once most are stale."""
+        """
+        Count a heap entry that no longer matters; once most are stale, rebuild the
+        heap from its own live entries (cost: the heap, never every stored run).
+        """
         self._stale += 1
         if self._stale > _COMPACT_AFTER and self._stale * 2 > len(self._deadlines):
-            self._deadlines = [
-                (r.record.expires_at, r.record.id)
-                for r in self._runs.values()
-                if r.record.expires_at is not None
-                and not r.observed
-                and r.record.status in ACTIVE_STATUSES
-            ]
-            heapq.heapify(self._deadlines)
+            runs = self._runs
+            live = []
+            for deadline, rid in self._deadlines:
+                run = runs.get(rid)
+                if (
+                    run is not None
+                    and run.record.expires_at == deadline
+                    and run.record.status in ACTIVE_STATUSES
+                ):
+                    live.append((deadline, rid))
+            heapq.heapify(live)
+            self._deadlines = live
             self._stale = 0
 
     def discard(self, run_id: str) -> None:

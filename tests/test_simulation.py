@@ -1,0 +1,351 @@
+"""The simulation package: scenarios, validation, the virtual-time driver, the summary."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import attrs
+import pytest
+
+from runflow import ASSISTANTS_RUN, RunEvent, RunObject, RunStatus
+from runflow.simulation import (
+    BUILTIN_SCENARIOS,
+    Constant,
+    Exponential,
+    LogNormal,
+    Percentiles,
+    Scenario,
+    ScenarioError,
+    Simulation,
+    Uniform,
+    Wall,
+    builtin_scenarios,
+    load_scenario,
+    render_text,
+    scenario_fields,
+    sections,
+    simulate,
+)
+
+DOCS = Path(__file__).resolve().parent.parent / "docs" / "simulation.md"
+#: Every (from, to) pair of LIFECYCLE §8, read off the machine's own table.
+SECTION_8 = {(str(t.source), str(t.dest)) for t in ASSISTANTS_RUN.transitions}
+
+
+def write(tmp_path: Path, text: str, name: str = "scenario.toml") -> Path:
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+class Pairs:
+    """A subscriber collecting (from, to) status pairs and every event."""
+
+    def __init__(self) -> None:
+        self.pairs: set[tuple[str, str]] = set()
+        self.events: list[RunEvent] = []
+        self._last: dict[str, str] = {}
+
+    def __call__(self, event: RunEvent) -> None:
+        self.events.append(event)
+        run_id, status = event.data.id, str(event.data.status)
+        if event.event == "thread.run.created":
+            return  # the queued event that follows is the run's first status
+        before = self._last.get(run_id)
+        if before is not None:
+            self.pairs.add((before, status))
+        self._last[run_id] = status
+
+
+def deterministic(summary_dict: dict[str, object]) -> dict[str, object]:
+    return {k: v for k, v in summary_dict.items() if k != "wall"}
+
+
+class TestScenarios:
+    def test_builtins_load(self) -> None:
+        """Every built-in scenario loads, named as its file."""
+        assert builtin_scenarios() == BUILTIN_SCENARIOS
+        for name in BUILTIN_SCENARIOS:
+            scenario = load_scenario(name)
+            assert scenario.name == name
+            assert scenario.description
+
+    def test_default_file_is_the_code_defaults(self) -> None:
+        """default.toml spells out exactly the defaults every omitted key takes."""
+        loaded = load_scenario("default")
+        assert attrs.evolve(loaded, description="") == Scenario()
+
+    def test_file_without_name_takes_its_stem(self, tmp_path: Path) -> None:
+        """A file with no name is named after its stem; omitted keys take defaults."""
+        path = write(tmp_path, "[arrivals]\nrate = 5\n", "busy.toml")
+        scenario = load_scenario(path)
+        assert scenario.name == "busy"
+        assert scenario.arrivals.rate == 5.0
+        assert scenario.tools == Scenario().tools
+
+    def test_distributions(self, tmp_path: Path) -> None:
+        """Each distribution form reads into its record."""
+        path = write(
+            tmp_path,
+            "[queue]\n"
+            "delay = 2\n"
+            "stall = { dist = 'uniform', low = 1, high = 3 }\n"
+            "[model]\n"
+            "latency = { dist = 'lognormal', median = 2, sigma = 0.5 }\n"
+            "stall = { dist = 'constant', value = 7 }\n"
+            "[tools]\n"
+            "latency = { dist = 'exponential', mean = 4 }\n",
+        )
+        s = load_scenario(path)
+        assert s.queue.delay == Constant(2.0)
+        assert s.queue.stall == Uniform(1.0, 3.0)
+        assert s.model.latency == LogNormal(2.0, 0.5)
+        assert s.model.stall == Constant(7.0)
+        assert s.tools.latency == Exponential(4.0)
+        assert load_scenario(write(tmp_path, "[sweep]\ncancel_grace = 0\n")).sweep.cancel_grace == 0
+        assert s.queue.stall.mean == 2.0
+        assert s.model.latency.mean > 2.0
+
+    @pytest.mark.parametrize(
+        ("text", "key", "why"),
+        [
+            ("[tools]\nlatancy = 3\n", "tools.latancy", "did you mean 'latency'"),
+            ("colour = 'red'\n", "colour", "unknown key"),
+            ("[tools]\ncall_probability = 'high'\n", "tools.call_probability", "a string"),
+            ("[tools]\ncall_probability = 1.5\n", "tools.call_probability", "probability"),
+            ("[tools]\nmax_rounds = 2.5\n", "tools.max_rounds", "expected an integer"),
+            ("[tools]\nmax_rounds = -1\n", "tools.max_rounds", ">= 0"),
+            ("[arrivals]\nrate = 0\n", "arrivals.rate", "> 0"),
+            ("[arrivals]\nrate = true\n", "arrivals.rate", "a boolean"),
+            ("tools = 3\n", "tools", "expected a table"),
+            (
+                "[tools]\nlatency = { dist = 'lognormal', median = 'fast', sigma = 1 }\n",
+                "tools.latency.median",
+                "expected a number",
+            ),
+            ("[tools]\nlatency = { dist = 'gamma' }\n", "tools.latency.dist", "'exponential'"),
+            ("[tools]\nlatency = { dist = 'exponential' }\n", "tools.latency.mean", "needs"),
+            (
+                "[tools]\nlatency = { dist = 'exponential', mean = 1, sd = 2 }\n",
+                "tools.latency.sd",
+                "it takes mean",
+            ),
+            (
+                "[tools]\nlatency = { dist = 'uniform', low = 3, high = 1 }\n",
+                "tools.latency.high",
+                "below low",
+            ),
+            ("[tools]\nlatency = 'slow'\n", "tools.latency", "distribution table"),
+            ("[tools]\nlatency = -1\n", "tools.latency", ">= 0"),
+            ("[runs]\nmax_prompt_tokens = 100\n", "runs.max_prompt_tokens", "at least 256"),
+            ("[runs]\ntools = ['a b']\n", "runs.tools[0]", "function name"),
+            ("[runs]\ntools = ['a', 'a']\n", "runs.tools", "unique"),
+            ("[runs]\ntools = 'a'\n", "runs.tools", "array"),
+            ("[runs]\nparallel_tool_calls = 'no'\n", "runs.parallel_tool_calls", "true or false"),
+            ("[runs]\nmodel = 4\n", "runs.model", "expected a string"),
+            ("[failures]\ncodes = { oops = 1 }\n", "failures.codes.oops", "unknown"),
+            ("[failures]\ncodes = { server_error = 0 }\n", "failures.codes", "> 0"),
+            ("[failures]\ncodes = 3\n", "failures.codes", "table of weights"),
+            (
+                "[cancellations]\nlost_to = { completed = 'x' }\n",
+                "cancellations.lost_to.completed",
+                "expected a number",
+            ),
+            ("[tools]\nmin_calls = 3\nmax_calls = 2\n", "tools.min_calls", "above"),
+            (
+                "[runs]\nparallel_tool_calls = false\n",
+                "tools.max_calls",
+                "parallel_tool_calls is false",
+            ),
+            ("[runs]\ntools = []\n", "runs.tools", "is empty"),
+            ("[sweep]\ncancel_grace = 'sometimes'\n", "sweep.cancel_grace", '"never"'),
+            ("[sweep]\ncancel_grace = -1\n", "sweep.cancel_grace", "integer >= 0"),
+        ],
+    )
+    def test_invalid_values_name_file_and_key(
+        self, tmp_path: Path, text: str, key: str, why: str
+    ) -> None:
+        """A bad value is refused with the file, the dotted key and why."""
+        path = write(tmp_path, text)
+        with pytest.raises(ScenarioError) as info:
+            load_scenario(path)
+        err = info.value
+        assert err.source == str(path)
+        assert err.key == key
+        assert why in err.reason
+        assert str(err).startswith(f"{path}: {key}: ")
+
+    def test_not_toml(self, tmp_path: Path) -> None:
+        """A syntax error names the file and the line."""
+        path = write(tmp_path, "[tools\n")
+        with pytest.raises(ScenarioError, match=r"not valid TOML.*line 1") as info:
+            load_scenario(path)
+        assert info.value.key is None
+        assert str(info.value).startswith(str(path))
+
+    def test_missing_file_and_unknown_name(self, tmp_path: Path) -> None:
+        """A missing file and an unknown built-in name are refused clearly."""
+        with pytest.raises(ScenarioError, match="no such file"):
+            load_scenario(tmp_path / "nope.toml")
+        with pytest.raises(ScenarioError, match="no such built-in scenario or file"):
+            load_scenario("nope")
+        with pytest.raises(ScenarioError, match="cannot be read"):
+            load_scenario(write(tmp_path, "", "dir.toml").parent)
+
+    def test_inconsistent_scenario_built_in_code(self) -> None:
+        """Cross-field rules hold for scenarios built in code too."""
+        with pytest.raises(ScenarioError, match=r"tools\.min_calls"):
+            attrs.evolve(Scenario(), tools=attrs.evolve(Scenario().tools, min_calls=5))
+
+    def test_every_field_is_documented(self) -> None:
+        """docs/simulation.md names every scenario key, and every key has a doc string."""
+        text = DOCS.read_text(encoding="utf-8")
+        for path, field in scenario_fields():
+            assert field.metadata["doc"], path
+            assert f"`{path}`" in text, f"{path} is not documented in docs/simulation.md"
+
+
+class TestSimulation:
+    def test_every_lifecycle_path_occurs_in_default(self) -> None:
+        """All 17 (from, to) pairs of LIFECYCLE §8 occur in the default scenario."""
+        sim = Simulation(load_scenario("default"), runs=2000, seed=1)
+        pairs = Pairs()
+        sim.engine.subscribe(pairs)
+        summary = sim.run()
+        assert len(SECTION_8) == 17
+        assert pairs.pairs >= SECTION_8
+        assert pairs.pairs <= SECTION_8
+        # every run ended; the engine's events and the driver's count agree
+        assert sum(summary.statuses.values()) == 2000
+        created = sum(e.event == "thread.run.created" for e in pairs.events)
+        assert created == 2000
+        assert summary.transitions == len(pairs.events) - created
+        sequences = [e.sequence for e in pairs.events]
+        assert sequences == sorted(set(sequences))
+
+    def test_events_are_wire_runs(self) -> None:
+        """Each event's data is a valid wire run whose status matches the event."""
+        sim = Simulation(load_scenario("flaky"), runs=300, seed=3)
+        pairs = Pairs()
+        sim.engine.subscribe(pairs)
+        sim.run()
+        for event in pairs.events:
+            wire = json.loads(json.dumps(event.to_dict()))
+            run = RunObject.from_dict(wire["data"])
+            assert run == event.data
+            if event.event != "thread.run.created":
+                assert event.event == f"thread.run.{run.status}"
+            assert re.fullmatch(r"run_[A-Za-z0-9]{24}", run.id)
+
+    def test_same_seed_same_summary(self) -> None:
+        """The same seed gives the same summary, wall clock aside; another seed differs."""
+        scenario = load_scenario("default")
+        a = simulate(scenario, runs=500, seed=7).to_dict()
+        b = simulate(scenario, runs=500, seed=7).to_dict()
+        c = simulate(scenario, runs=500, seed=8).to_dict()
+        assert json.dumps(deterministic(a)) == json.dumps(deterministic(b))
+        assert deterministic(a) != deterministic(c)
+
+    @pytest.mark.parametrize("name", BUILTIN_SCENARIOS)
+    def test_each_builtin_runs_to_the_end(self, name: str) -> None:
+        """Every built-in ends every run, and its figures add up."""
+        sim = Simulation(load_scenario(name), runs=400, seed=2)
+        s = sim.run()
+        assert s.scenario == name
+        assert sum(s.statuses.values()) == 400
+        assert sum(s.expired_from.values()) == s.statuses["expired"]
+        assert sum(s.incomplete_by_reason.values()) == s.statuses["incomplete"]
+        assert sum(s.failed_by_code.values()) == s.statuses["failed"]
+        c = s.cancellations
+        assert c["accepted"] == c["cancelled"] + c["lost_race"]
+        assert c["requested"] == c["accepted"] + c["refused"]
+        assert c["refused"] == s.refused_calls.get("cancel", 0)
+        assert sum(s.tool_rounds.histogram.values()) == 400
+        assert s.tool_rounds.rounds == sum(k * v for k, v in s.tool_rounds.histogram.items())
+        ttt = s.time_to_terminal
+        assert 0 <= ttt.p50 <= ttt.p95 <= ttt.p99 <= ttt.max
+        assert sim.engine.runs() == []  # ended runs are discarded
+
+    def test_deadline_pressure_expires_by_the_rule(self) -> None:
+        """Without sweeps, late outputs meet the engine's expiry rule and are refused."""
+        s = simulate(load_scenario("deadline-pressure"), runs=400, seed=1)
+        assert s.expired_waiting_for_outputs > 0
+        assert s.refused_calls["submit_tool_outputs"] > 0
+
+    def test_cancel_grace(self) -> None:
+        """With a cancel grace, sweeps cancel stuck cancels; with "never" they expire."""
+        flaky = simulate(load_scenario("flaky"), runs=400, seed=1)
+        assert load_scenario("flaky").sweep.cancel_grace == 60
+        assert flaky.cancellations["cancelled_by_sweep"] > 0
+        assert flaky.expired_from["cancelling"] == 0
+        default = simulate(load_scenario("default"), runs=2000, seed=1)
+        assert load_scenario("default").sweep.cancel_grace is None
+        assert default.cancellations["cancelled_by_sweep"] == 0
+        assert default.expired_from["cancelling"] > 0
+
+    def test_keep_runs(self) -> None:
+        """With keep_runs the engine keeps every run, all terminal."""
+        sim = Simulation(load_scenario("default"), runs=200, seed=1, keep_runs=True)
+        sim.run()
+        runs = sim.engine.runs()
+        assert len(runs) == 200
+        assert all(r.status.is_terminal for r in runs)
+        assert {r.status for r in runs} >= {RunStatus.COMPLETED}
+
+    def test_budgets_end_runs_incomplete(self) -> None:
+        """Budgeted runs over their token budget end incomplete, for both reasons."""
+        scenario = load_scenario("default")
+        tight = attrs.evolve(
+            scenario,
+            runs=attrs.evolve(scenario.runs, budget_share=1.0, max_prompt_tokens=2000),
+        )
+        s = simulate(tight, runs=300, seed=1)
+        assert s.incomplete_by_reason["max_prompt_tokens"] > 0
+        assert s.incomplete_by_reason["max_completion_tokens"] > 0
+
+    def test_no_runs(self) -> None:
+        """Zero runs give an empty, well-formed summary."""
+        s = simulate(Scenario(), runs=0)
+        assert sum(s.statuses.values()) == 0
+        assert s.time_to_terminal == Percentiles.of([])
+        assert s.to_dict()["statuses"]["completed"] == {"count": 0, "percent": 0.0}
+
+    def test_progress_and_run_once(self) -> None:
+        """Progress ends at (runs, runs); a simulation runs once."""
+        seen: list[tuple[int, int]] = []
+        sim = Simulation(Scenario(), runs=1500, seed=1, progress=lambda d, t: seen.append((d, t)))
+        sim.run()
+        assert seen[0] == (1024, 1500)
+        assert seen[-1] == (1500, 1500)
+        with pytest.raises(RuntimeError, match="runs once"):
+            sim.run()
+
+    def test_bad_runs(self) -> None:
+        """A negative or non-integer number of runs is refused."""
+        with pytest.raises(ValueError, match="non-negative integer"):
+            Simulation(Scenario(), runs=-1)
+
+
+class TestSummary:
+    def test_percentiles_are_nearest_rank(self) -> None:
+        """p50/p95/p99 pick the nearest-rank values."""
+        p = Percentiles.of([float(v) for v in range(1, 101)])
+        assert (p.p50, p.p95, p.p99, p.max, p.mean) == (50.0, 95.0, 99.0, 100.0, 50.5)
+
+    def test_wall_rates(self) -> None:
+        """Wall rates are per second, and survive a zero elapsed time."""
+        assert Wall.of(2.0, 100, 600) == Wall(seconds=2.0, runs_per_s=50.0, transitions_per_s=300.0)
+        assert Wall.of(0.0, 1, 1).runs_per_s > 0
+
+    def test_text_has_wall_last(self) -> None:
+        """The plain table ends with the wall-clock section, the only varying one."""
+        s = simulate(Scenario(), runs=100, seed=1)
+        blocks = sections(s)
+        assert blocks[-1].wall
+        assert not any(b.wall for b in blocks[:-1])
+        text = render_text(s)
+        assert text.index("Wall clock") > text.index("Calls the engine refused")
+        assert "Runs by final status" in text
+        assert "Time to terminal (virtual seconds)" in text
