@@ -313,6 +313,10 @@ class AsyncEngine:
             worker=worker,
         )
 
+    async def modify(self, run: RunRef, *, metadata: Mapping[str, str] | None) -> RunObject:
+        """See :meth:`runflow.Engine.modify`."""
+        return await asyncio.to_thread(self.engine.modify, run, metadata=metadata)
+
     async def sweep(self) -> list[RunObject]:
         """See :meth:`runflow.Engine.sweep`."""
         return await asyncio.to_thread(self.engine.sweep)

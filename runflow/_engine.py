@@ -31,6 +31,7 @@ from runflow._model import (
     evolve_run,
 )
 from runflow._validate import check_create, check_tool_calls, last_error
+from runflow._validate import metadata as check_metadata
 from runflow._validate import reason as check_reason
 from runflow._validate import usage as check_usage
 from runflow.exceptions import (
@@ -693,6 +694,47 @@ class Engine:
         return self._transition(
             _run_id(run), "mark_incomplete", decide, refuse_as="add_usage", worker=worker
         )
+
+    def modify(self, run: RunRef, *, metadata: Mapping[str, str] | None) -> RunObject:
+        """
+        Replace an ended run's ``metadata`` (LIFECYCLE R6.1: the only field a client
+        may change, and only once the run has ended). Journaled as ``modify``; no
+        stream event, as OpenAI sends none.
+
+        Raises:
+            runflow.ValidationError: metadata breaks the 16/64/512 limits or has a
+                value that is not a string.
+            runflow.InvalidTransitionError: ``Cannot update run with status '<status>'.``
+                for a run that is still active.
+        """
+        run_id = _run_id(run)
+        fields = {"metadata": check_metadata(metadata)}
+        try:
+            for _ in range(_MAX_RETRIES):
+                with self._lock(run_id):
+                    now = self._clock.now()
+                    stored = self._settle(self._load(run_id), now)
+                    record = stored.record
+                    if record.status in ACTIVE_STATUSES or stored.observed:
+                        raise InvalidTransitionError(
+                            f"Cannot update run with status '{record.status.value}'.",
+                            run_id=run_id,
+                            status=record.status.value,
+                            trigger="modify",
+                            allowed=frozenset(TERMINAL_STATUSES),
+                        )
+                    changed = evolve_run(record, fields)
+                    new = stored._replace(record=changed, version=stored.version + 1)
+                    change = Change(
+                        run_id, now, "modify", record.status, record.status, None, fields, changed
+                    )
+                    if self._store.commit(stored, new, change) is not None:
+                        self._log_transition(changed, record.status, "modify", None)
+                        return changed
+            msg = f"run {run_id!r} kept changing under this engine; gave up after {_MAX_RETRIES}"
+            raise RunflowError(msg)
+        finally:
+            self._drain()
 
     # --- sweeping ------------------------------------------------------------------------
 

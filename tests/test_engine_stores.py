@@ -379,6 +379,45 @@ class TestJournal:
         assert engine.history(run) == before
 
 
+class TestModify:
+    """modify(): metadata of ended runs only (LIFECYCLE R6.1)."""
+
+    def test_active_run_refused_with_openai_message(self, engine: Engine) -> None:
+        """An active run's metadata cannot change."""
+        run = new(engine, "t")
+        engine.start(run)
+        with pytest.raises(InvalidTransitionError) as refused:
+            engine.modify(run, metadata={"a": "b"})
+        assert str(refused.value) == "Cannot update run with status 'in_progress'."
+        assert engine.get(run).metadata == {}
+
+    def test_ended_run_takes_new_metadata_and_journals_it(self, engine: Engine) -> None:
+        """After the run ends, metadata is replaced and the change journaled."""
+        run = new(engine, "t")
+        engine.cancel(run)
+        engine.finish_cancel(run)
+        changed = engine.modify(run, metadata={"reviewed": "yes"})
+        assert changed.metadata == {"reviewed": "yes"}
+        assert engine.get(run) == changed
+        last = engine.history(run)[-1]
+        assert (last.trigger, last.from_status, last.to_status) == (
+            "modify",
+            RunStatus.CANCELLED,
+            RunStatus.CANCELLED,
+        )
+        assert last.changes == {"metadata": {"reviewed": "yes"}}
+        assert last.run == changed
+
+    def test_metadata_limits_apply(self, engine: Engine) -> None:
+        """Values must be strings: OpenAI's message names the key."""
+        from runflow import ValidationError  # noqa: PLC0415
+
+        run = new(engine, "t")
+        engine.expire(run)
+        with pytest.raises(ValidationError, match=r"metadata\.flag"):
+            engine.modify(run, metadata={"flag": True})  # type: ignore[dict-item]
+
+
 def test_store_is_used(engine: Engine, store: Store) -> None:
     """The engine keeps its runs in the store it was given."""
     run = new(engine, "t")
