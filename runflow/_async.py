@@ -16,8 +16,8 @@ import asyncio
 import functools
 import inspect
 import typing
-from collections.abc import Callable, Coroutine, Iterable, Mapping
-from typing import Any, TypeVar
+from collections.abc import Callable, Coroutine, Iterable
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from runflow._engine import (
     DEFAULT_CANCEL_GRACE,
@@ -25,11 +25,8 @@ from runflow._engine import (
     DEFAULT_LEASE,
     DEFAULT_SWEEP_BATCH,
     Engine,
-    RunRef,
     Subscriber,
 )
-from runflow._events import RunEvent
-from runflow._model import IncompleteReason, RunObject, RunStatus, Usage
 from runflow.stores._base import AsyncStore, Change, ClaimStep, JournalEntry, Store, StoredRun
 
 if typing.TYPE_CHECKING:
@@ -38,6 +35,7 @@ if typing.TYPE_CHECKING:
 
 __all__ = ["AsyncEngine"]
 
+P = ParamSpec("P")
 T = TypeVar("T")
 
 
@@ -108,6 +106,19 @@ def _is_async_store(store: object) -> bool:
     return inspect.iscoroutinefunction(getattr(store, "commit", None))
 
 
+def _in_thread(
+    method: Callable[Concatenate[Engine, P], T],
+) -> Callable[Concatenate[AsyncEngine, P], Coroutine[Any, Any, T]]:
+    """``Engine.<method>`` as a coroutine method of AsyncEngine, run in a worker thread."""
+
+    @functools.wraps(method)
+    async def call(self: AsyncEngine, /, *args: P.args, **kwargs: P.kwargs) -> T:
+        return await asyncio.to_thread(method, self.engine, *args, **kwargs)
+
+    call.__doc__ = f"See :meth:`runflow.Engine.{method.__name__}`: the same, as a coroutine."
+    return call
+
+
 @typing.final
 class AsyncEngine:
     """
@@ -176,183 +187,29 @@ class AsyncEngine:
         if self._async_store is not None:
             await self._async_store.close()
 
-    # --- the API, as coroutines ---------------------------------------------------------
+    # --- the API, as coroutines: each runs the engine's method in a worker thread --------
 
-    async def create(
-        self,
-        *,
-        thread_id: str,
-        assistant_id: str,
-        model: str = "",
-        instructions: str | None = "",
-        tools: Iterable[Any] = (),
-        metadata: Mapping[str, str] | None = None,
-        max_prompt_tokens: int | None = None,
-        max_completion_tokens: int | None = None,
-        temperature: float | None = None,
-        top_p: float | None = None,
-        truncation_strategy: Any = None,
-        tool_choice: Any = None,
-        parallel_tool_calls: bool = True,
-        response_format: Any = None,
-        expires_after: int | None = None,
-    ) -> RunObject:
-        """See :meth:`runflow.Engine.create`."""
-        return await asyncio.to_thread(
-            functools.partial(
-                self.engine.create,
-                thread_id=thread_id,
-                assistant_id=assistant_id,
-                model=model,
-                instructions=instructions,
-                tools=tools,
-                metadata=metadata,
-                max_prompt_tokens=max_prompt_tokens,
-                max_completion_tokens=max_completion_tokens,
-                temperature=temperature,
-                top_p=top_p,
-                truncation_strategy=truncation_strategy,
-                tool_choice=tool_choice,
-                parallel_tool_calls=parallel_tool_calls,
-                response_format=response_format,
-                expires_after=expires_after,
-            )
-        )
-
-    async def get(self, run: RunRef) -> RunObject:
-        """See :meth:`runflow.Engine.get`."""
-        return await asyncio.to_thread(self.engine.get, run)
-
-    async def start(
-        self, run: RunRef, *, worker: str | None = None, lease: int | None = None
-    ) -> RunObject:
-        """See :meth:`runflow.Engine.start`."""
-        return await asyncio.to_thread(self.engine.start, run, worker=worker, lease=lease)
-
-    async def claim(
-        self, worker: str, *, limit: int = 1, lease: int | None = None
-    ) -> list[RunObject]:
-        """See :meth:`runflow.Engine.claim`."""
-        return await asyncio.to_thread(self.engine.claim, worker, limit=limit, lease=lease)
-
-    async def heartbeat(self, run: RunRef, *, worker: str, lease: int | None = None) -> RunObject:
-        """See :meth:`runflow.Engine.heartbeat`."""
-        return await asyncio.to_thread(self.engine.heartbeat, run, worker=worker, lease=lease)
-
-    async def require_action(
-        self, run: RunRef, tool_calls: Iterable[Any], *, worker: str | None = None
-    ) -> RunObject:
-        """See :meth:`runflow.Engine.require_action`."""
-        return await asyncio.to_thread(self.engine.require_action, run, tool_calls, worker=worker)
-
-    async def submit_tool_outputs(
-        self, run: RunRef, tool_outputs: Iterable[Any], *, worker: str | None = None
-    ) -> RunObject:
-        """See :meth:`runflow.Engine.submit_tool_outputs`."""
-        return await asyncio.to_thread(
-            self.engine.submit_tool_outputs, run, tool_outputs, worker=worker
-        )
-
-    async def complete(
-        self,
-        run: RunRef,
-        usage: Usage | Mapping[str, int] | None = None,
-        *,
-        worker: str | None = None,
-    ) -> RunObject:
-        """See :meth:`runflow.Engine.complete`."""
-        return await asyncio.to_thread(self.engine.complete, run, usage, worker=worker)
-
-    async def fail(
-        self, run: RunRef, *, code: str, message: str, worker: str | None = None
-    ) -> RunObject:
-        """See :meth:`runflow.Engine.fail`."""
-        return await asyncio.to_thread(
-            self.engine.fail, run, code=code, message=message, worker=worker
-        )
-
-    async def mark_incomplete(
-        self,
-        run: RunRef,
-        *,
-        reason: IncompleteReason,
-        usage: Usage | Mapping[str, int] | None = None,
-        worker: str | None = None,
-    ) -> RunObject:
-        """See :meth:`runflow.Engine.mark_incomplete`."""
-        return await asyncio.to_thread(
-            self.engine.mark_incomplete, run, reason=reason, usage=usage, worker=worker
-        )
-
-    async def cancel(self, run: RunRef, *, worker: str | None = None) -> RunObject:
-        """See :meth:`runflow.Engine.cancel`."""
-        return await asyncio.to_thread(self.engine.cancel, run, worker=worker)
-
-    async def finish_cancel(self, run: RunRef, *, worker: str | None = None) -> RunObject:
-        """See :meth:`runflow.Engine.finish_cancel`."""
-        return await asyncio.to_thread(self.engine.finish_cancel, run, worker=worker)
-
-    async def expire(self, run: RunRef, *, worker: str | None = None) -> RunObject:
-        """See :meth:`runflow.Engine.expire`."""
-        return await asyncio.to_thread(self.engine.expire, run, worker=worker)
-
-    async def add_usage(
-        self,
-        run: RunRef,
-        *,
-        prompt_tokens: int = 0,
-        completion_tokens: int = 0,
-        worker: str | None = None,
-    ) -> RunObject:
-        """See :meth:`runflow.Engine.add_usage`."""
-        return await asyncio.to_thread(
-            self.engine.add_usage,
-            run,
-            prompt_tokens=prompt_tokens,
-            completion_tokens=completion_tokens,
-            worker=worker,
-        )
-
-    async def modify(self, run: RunRef, *, metadata: Mapping[str, str] | None) -> RunObject:
-        """See :meth:`runflow.Engine.modify`."""
-        return await asyncio.to_thread(self.engine.modify, run, metadata=metadata)
-
-    async def sweep(self) -> list[RunObject]:
-        """See :meth:`runflow.Engine.sweep`."""
-        return await asyncio.to_thread(self.engine.sweep)
-
-    async def observe(self, snapshot: Mapping[str, Any] | RunObject) -> RunObject:
-        """See :meth:`runflow.Engine.observe`."""
-        return await asyncio.to_thread(self.engine.observe, snapshot)
-
-    async def runs(
-        self,
-        *,
-        thread_id: str | None = None,
-        status: RunStatus | str | None = None,
-        limit: int | None = None,
-        newest_first: bool = False,
-    ) -> list[RunObject]:
-        """See :meth:`runflow.Engine.runs`."""
-        return await asyncio.to_thread(
-            self.engine.runs,
-            thread_id=thread_id,
-            status=status,
-            limit=limit,
-            newest_first=newest_first,
-        )
-
-    async def history(self, run: RunRef) -> list[JournalEntry]:
-        """See :meth:`runflow.Engine.history`."""
-        return await asyncio.to_thread(self.engine.history, run)
-
-    async def events(self, *, after: int = 0, limit: int = 1000) -> list[RunEvent]:
-        """See :meth:`runflow.Engine.events`."""
-        return await asyncio.to_thread(self.engine.events, after=after, limit=limit)
-
-    async def discard(self, run: RunRef) -> None:
-        """See :meth:`runflow.Engine.discard`."""
-        await asyncio.to_thread(self.engine.discard, run)
+    create = _in_thread(Engine.create)
+    get = _in_thread(Engine.get)
+    runs = _in_thread(Engine.runs)
+    history = _in_thread(Engine.history)
+    events = _in_thread(Engine.events)
+    discard = _in_thread(Engine.discard)
+    start = _in_thread(Engine.start)
+    claim = _in_thread(Engine.claim)
+    heartbeat = _in_thread(Engine.heartbeat)
+    require_action = _in_thread(Engine.require_action)
+    submit_tool_outputs = _in_thread(Engine.submit_tool_outputs)
+    complete = _in_thread(Engine.complete)
+    fail = _in_thread(Engine.fail)
+    mark_incomplete = _in_thread(Engine.mark_incomplete)
+    cancel = _in_thread(Engine.cancel)
+    finish_cancel = _in_thread(Engine.finish_cancel)
+    expire = _in_thread(Engine.expire)
+    add_usage = _in_thread(Engine.add_usage)
+    modify = _in_thread(Engine.modify)
+    sweep = _in_thread(Engine.sweep)
+    observe = _in_thread(Engine.observe)
 
     def subscribe(self, callback: Subscriber) -> Callable[[], None]:
         """See :meth:`runflow.Engine.subscribe`; ``callback`` runs in a worker thread."""

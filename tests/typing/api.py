@@ -216,3 +216,13 @@ def misuse(engine: Engine, run: RunObject) -> None:
     engine.mark_incomplete(run, reason="too_long")  # type: ignore[arg-type]
     flag: bool = run.usage  # type: ignore[assignment]
     print(flag)  # noqa: T201
+
+
+async def async_user_code(engine: runflow.AsyncEngine) -> runflow.RunObject:
+    """The coroutine API keeps the engine's signatures."""
+    run = await engine.create(thread_id="thread_a", assistant_id="asst_a", model="gpt-4o")
+    claimed: list[runflow.RunObject] = await engine.claim("w1", limit=2)
+    del claimed
+    await engine.start(run, worker="w1", lease=30)
+    await engine.start(run, worker=1)  # type: ignore[arg-type]
+    return await engine.complete(run.id, {"prompt_tokens": 1, "completion_tokens": 2})
