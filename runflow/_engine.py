@@ -1058,13 +1058,19 @@ class Engine:
                             stored, record = settled, settled.record
                         if trigger is None:
                             return record  # a read
-                        self._permit(
-                            stored,
-                            refuse_as or trigger,
-                            self._life.sources[trigger] if statuses is None else statuses,
-                            worker if check_lease else None,
-                            now,
-                        )
+                        allowed = self._life.sources[trigger] if statuses is None else statuses
+                        if (
+                            stored.observed
+                            or record.status not in allowed
+                            or (worker is not None and check_lease)
+                        ):
+                            self._permit(
+                                stored,
+                                refuse_as or trigger,
+                                allowed,
+                                worker if check_lease else None,
+                                now,
+                            )
                         if decide is None:
                             return self._commit(
                                 stored,
@@ -1184,9 +1190,11 @@ class Engine:
             until = now + lease if lease is not None else stored.lease_until
         else:
             holder = until = None  # leaving in_progress releases the lease
-        new = StoredRun(changed, stored.version + 1, accrued, False, now, holder, until)
-        change = Change(
-            record.id, now, trigger, record.status, status, worker, step.changes, changed
+        new = _tuple_new(
+            StoredRun, (changed, stored.version + 1, accrued, False, now, holder, until)
+        )
+        change = _tuple_new(
+            Change, (record.id, now, trigger, record.status, status, worker, step.changes, changed)
         )
         sequence = self._store.commit(stored, new, change)
         if sequence is None:
