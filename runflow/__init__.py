@@ -61,7 +61,7 @@ from runflow.exceptions import (
     ToolOutputsError,
     ValidationError,
 )
-from runflow.stores import JournalEntry
+from runflow.stores import JournalEntry, open_store
 
 try:
     __version__ = _version("runflow-engine")
@@ -143,4 +143,5 @@ __all__ = [
     "ValidationError",
     "__version__",
     "lifecycle_diagram",
+    "open_store",
 ]

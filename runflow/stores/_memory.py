@@ -135,8 +135,16 @@ class MemoryStore:
             current = runs.get(rid)
             if current is None or current.version != old.version:
                 return None
-            runs[rid] = new
             before, after = old.record, new.record
+            if (
+                not new.observed
+                and after.status in ACTIVE_STATUSES
+                and before.status not in ACTIVE_STATUSES
+            ):
+                holder = self._threads.setdefault(after.thread_id, rid)
+                if holder != rid:
+                    raise ThreadBusyError(after.thread_id, holder)
+            runs[rid] = new
             if not new.observed and (
                 before.status is not after.status
                 or new.lease_until is not None
@@ -157,11 +165,14 @@ class MemoryStore:
         step: ClaimStep,
     ) -> list[tuple[StoredRun, int]]:
         """Take up to ``limit`` queued runs, longest waiting first, and store ``step(run)``."""
-        out: list[tuple[StoredRun, int]] = []
         with self._lock:
-            for rid in list(self._queued)[: max(limit, 0)]:
-                old = self._runs[rid]
-                new, change = step(old)
+            # every step first: one that raises leaves the store as it was (atomic)
+            steps = [
+                (rid, self._runs[rid], *step(self._runs[rid]))
+                for rid in list(self._queued)[: max(limit, 0)]
+            ]
+            out: list[tuple[StoredRun, int]] = []
+            for rid, old, new, change in steps:
                 self._runs[rid] = new
                 self._restatus(rid, old, new)
                 out.append((new, self._append(rid, change, first=False)))
@@ -278,8 +289,13 @@ class MemoryStore:
     # --- sweeps -------------------------------------------------------------------------
 
     def due(self, now: int, limit: int) -> list[str]:
-        """Ids of local active runs whose ``expires_at`` is at or before ``now``."""
-        out: list[str] = []
+        """
+        Ids of local active runs whose ``expires_at`` is at or before ``now``.
+
+        Reading does not consume: a run stays due until it changes (stale heap
+        entries, of runs that ended or went, are dropped on the way).
+        """
+        out: list[tuple[int, str]] = []
         with self._lock:
             heap = self._deadlines
             while heap and heap[0][0] <= now and len(out) < limit:
@@ -291,8 +307,10 @@ class MemoryStore:
                     and run.record.expires_at == deadline
                     and run.record.status in ACTIVE_STATUSES
                 ):
-                    out.append(rid)
-        return out
+                    out.append((deadline, rid))
+            for entry in out:
+                heapq.heappush(heap, entry)
+        return [rid for _, rid in out]
 
     def lapsed(self, now: int, limit: int) -> list[str]:
         """Ids of local ``in_progress`` runs whose lease lapsed at or before ``now``."""

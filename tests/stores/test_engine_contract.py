@@ -1,13 +1,14 @@
 """The engine's multi-worker contract: claims, leases, the thread lock, the journal, sweeps.
 
-Every test runs over every store the machine offers (see ``store_factory`` in
-``tests/stores/conftest.py`` when present; the in-memory store always).
+Every test runs over every store (the ``store`` fixture of this folder's conftest:
+memory, SQLite and PostgreSQL), so the engine behaves the same on each.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -19,33 +20,12 @@ from runflow import (
     RunStatus,
     ThreadBusyError,
 )
-from runflow.stores import MemoryStore, Store
+from runflow.stores import Store
 from runflow.testing import EventRecorder, FakeClock
-
-from .conftest import WEATHER_TOOL
+from tests.conftest import WEATHER_TOOL
 
 CALL = {"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": "{}"}}
 OUTPUT = {"tool_call_id": "call_1", "output": "sunny"}
-
-
-def _memory(_: Any) -> Store:
-    return MemoryStore()
-
-
-def _factories() -> list[Any]:
-    factories: list[Any] = [pytest.param(_memory, id="memory")]
-    try:
-        from tests.stores.conftest import SQL_STORE_FACTORIES  # noqa: PLC0415
-    except ImportError:
-        return factories
-    return factories + list(SQL_STORE_FACTORIES)
-
-
-@pytest.fixture(name="store", params=_factories())
-def _store(request: pytest.FixtureRequest) -> Iterator[Store]:
-    store: Store = request.param(request)
-    yield store
-    store.close()
 
 
 @pytest.fixture(name="clock")
@@ -56,6 +36,13 @@ def _clock() -> FakeClock:
 @pytest.fixture(name="engine")
 def _engine(store: Store, clock: FakeClock) -> Engine:
     return Engine(clock=clock, store=store, lease=30, cancel_grace=60)
+
+
+def wait_for(condition: Callable[[], bool], seconds: float = 10) -> None:
+    """Wait, bounded, for events a shared store (PostgreSQL) delivers from its watcher."""
+    deadline = time.monotonic() + seconds
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.01)
 
 
 def new(engine: Engine, thread: str) -> str:
@@ -297,6 +284,7 @@ class TestSweeps:
             t.join()
         swept = [r.id for batch in results for r in batch]
         assert sorted(swept) == sorted(ids)
+        wait_for(lambda: recorder.names.count("thread.run.expired") >= 300)
         assert recorder.names.count("thread.run.expired") == 300
 
 
@@ -354,8 +342,9 @@ class TestJournal:
             engine.start(run)
             engine.require_action(run, [CALL])
             engine.cancel(run)
-        live = [(e.event, e.sequence, e.data) for e in recorder.events]
         replayed = [(e.event, e.sequence, e.data) for e in engine.events()]
+        wait_for(lambda: len(recorder.events) >= len(replayed))
+        live = [(e.event, e.sequence, e.data) for e in recorder.events]
         assert replayed == live
         middle = live[5][1]
         assert [(e.event, e.sequence) for e in engine.events(after=middle)] == [

@@ -1,0 +1,462 @@
+"""The SQLite store: durable runs in one file, shared safely by threads and processes."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sqlite3
+import threading
+import typing
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Self, TypeVar
+
+from runflow._model import RunObject
+from runflow.exceptions import StoreError, ThreadBusyError
+from runflow.stores import _sql
+from runflow.stores._base import (
+    SCHEMA_VERSION,
+    Change,
+    ClaimStep,
+    JournalEntry,
+    StoredRun,
+)
+
+__all__ = ["SQLiteStore"]
+
+_T = TypeVar("_T")
+
+_RUNS = "runflow_runs"
+_JOURNAL = "runflow_journal"
+_COLS = _sql.RUN_COLUMNS
+_ACTIVE = _sql.ACTIVE_SQL
+
+_GET = f"SELECT {_COLS} FROM {_RUNS} WHERE id = ?"
+_INSERT_RUN = (
+    f"INSERT INTO {_RUNS} (id, position, thread_id, assistant_id, created_at, observed, status, "
+    "version, since, expires_at, worker, lease_until, accrued_prompt, accrued_completion, "
+    "accrued_total, record) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+_INSERT_JOURNAL = (
+    f"INSERT INTO {_JOURNAL} (run_id, at, trigger, from_status, to_status, worker, changes, run) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+)
+_UPDATE = (
+    f"UPDATE {_RUNS} SET status = ?, version = ?, since = ?, expires_at = ?, worker = ?, "
+    "lease_until = ?, accrued_prompt = ?, accrued_completion = ?, accrued_total = ?, "
+    "record = ?, observed = ? WHERE id = ? AND version = ?"
+)
+_BUSY = (
+    f"SELECT id FROM {_RUNS} INDEXED BY runflow_runs_thread_active "
+    f"WHERE thread_id = ? AND {_ACTIVE} AND observed = 0 AND id != ? LIMIT 1"
+)
+_CLAIM = (
+    f"SELECT {_COLS} FROM {_RUNS} INDEXED BY runflow_runs_queue "
+    "WHERE status = 'queued' AND observed = 0 "
+    "ORDER BY since, created_at, id LIMIT ?"
+)
+_DUE = (
+    f"SELECT id FROM {_RUNS} INDEXED BY runflow_runs_due "
+    f"WHERE {_sql.DUE_SQL.format(p='?', local='observed = 0')} ORDER BY expires_at LIMIT ?"
+)
+_LAPSED = (
+    f"SELECT id FROM {_RUNS} INDEXED BY runflow_runs_lease "
+    "WHERE lease_until <= ? AND status = 'in_progress' "
+    "AND observed = 0 ORDER BY lease_until LIMIT ?"
+)
+_STUCK = (
+    f"SELECT id FROM {_RUNS} WHERE status = ? AND since <= ? AND observed = 0 "
+    "ORDER BY since LIMIT ?"
+)
+_STUCK_CANCELLING = (
+    f"SELECT id FROM {_RUNS} INDEXED BY runflow_runs_cancelling "
+    "WHERE status = 'cancelling' AND since <= ? AND observed = 0 ORDER BY since LIMIT ?"
+)
+_HISTORY = f"SELECT {_sql.JOURNAL_COLUMNS} FROM {_JOURNAL} WHERE run_id = ? ORDER BY sequence"
+_JOURNAL_AFTER = (
+    f"SELECT {_sql.JOURNAL_COLUMNS} FROM {_JOURNAL} WHERE sequence > ? ORDER BY sequence LIMIT ?"
+)
+
+#: Attempts of a write refused by the thread index whose conflicting run then ended.
+_BUSY_RETRIES = 3
+
+#: Seconds a writer waits for another connection's write lock before giving up.
+DEFAULT_TIMEOUT = 30.0
+
+
+@typing.final
+class SQLiteStore:
+    """
+    Runs and their journal in one SQLite database file.
+
+    Every write is one transaction (``BEGIN IMMEDIATE``) that stores the run and
+    appends its journal entry, in WAL mode with ``synchronous=FULL``: a committed
+    transition survives a crash of the process or of the machine. Several threads
+    and several processes may share one file; each thread gets its own connection,
+    writers queue on SQLite's lock for up to ``timeout`` seconds.
+
+    Args:
+        path: The database file (created with the schema on first use), or
+            ``":memory:"`` for a private in-memory database (one connection, shared
+            by this store's threads under a lock).
+        timeout: Seconds a write waits for the database lock (``busy_timeout``).
+
+    Raises:
+        runflow.StoreError: the file cannot be opened, is not a runflow database,
+            or holds a schema written by a newer runflow.
+
+    .. versionadded:: 0.1.0
+    """
+
+    def __init__(self, path: str | os.PathLike[str], *, timeout: float = DEFAULT_TIMEOUT) -> None:
+        self._path = os.fspath(path)
+        self._memory = self._path in {":memory:", ""}
+        self._timeout = timeout
+        self._local = threading.local()
+        self._connections: list[sqlite3.Connection] = []
+        self._lock = threading.RLock()  # the connection list; all access in :memory:
+        self._closed = False
+        self._pid = os.getpid()
+        self._shared: sqlite3.Connection | None = None
+        self._cache = _sql.RecordCache()
+        if self._memory:
+            self._shared = self._connect()
+        self._create_schema()
+
+    # --- connections -------------------------------------------------------------------
+
+    def _connect(self) -> sqlite3.Connection:
+        try:
+            if not self._memory:
+                Path(self._path).parent.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(
+                self._path,
+                timeout=self._timeout,
+                isolation_level=None,  # runflow opens and ends every transaction itself
+                check_same_thread=False,  # close() may run on another thread
+                cached_statements=64,
+            )
+            conn.execute(f"PRAGMA busy_timeout = {int(self._timeout * 1000)}")
+            if not self._memory:
+                mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+                if str(mode).lower() != "wal":  # pragma: no cover - exotic filesystems
+                    msg = f"SQLite could not switch {self._path} to WAL mode (got {mode!r})"
+                    raise StoreError(msg, url=self.url)
+            conn.execute("PRAGMA synchronous = FULL")
+            conn.execute("PRAGMA foreign_keys = OFF")
+        except sqlite3.Error as exc:
+            msg = f"cannot open the SQLite store {self._path}: {exc}"
+            raise StoreError(msg, url=self.url) from exc
+        with self._lock:
+            self._connections.append(conn)
+        return conn
+
+    def _conn(self) -> sqlite3.Connection:
+        if self._shared is not None:
+            return self._shared
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None or self._pid != os.getpid():
+            if self._closed:
+                msg = f"the SQLite store {self._path} is closed"
+                raise StoreError(msg, url=self.url)
+            if self._pid != os.getpid():  # a forked child: never reuse the parent's handles
+                self._pid = os.getpid()
+                self._connections = []
+                self._local = threading.local()
+            conn = self._connect()
+            self._local.conn = conn
+        return conn
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction: ``BEGIN IMMEDIATE`` ... ``COMMIT`` (rolled back on error)."""
+        if self._shared is not None:
+            with self._lock:
+                yield from self._transaction(self._shared)
+        else:
+            yield from self._transaction(self._conn())
+
+    def _transaction(self, conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            raise self._error("begin a write", exc) from exc
+        try:
+            yield conn
+        except BaseException:
+            conn.rollback()
+            raise
+        try:
+            conn.execute("COMMIT")
+        except sqlite3.OperationalError as exc:  # pragma: no cover - disk full, I/O error
+            conn.rollback()
+            raise self._error("commit", exc) from exc
+
+    def _read(self, fn: Callable[[sqlite3.Connection], _T]) -> _T:
+        try:
+            if self._shared is not None:
+                with self._lock:
+                    return fn(self._shared)
+            return fn(self._conn())
+        except sqlite3.OperationalError as exc:
+            raise self._error("read", exc) from exc
+
+    def _error(self, what: str, exc: sqlite3.Error) -> StoreError:
+        return StoreError(f"SQLite store {self._path}: cannot {what}: {exc}", url=self.url)
+
+    def _create_schema(self) -> None:
+        with self._write() as conn:
+            try:
+                rows = conn.execute("SELECT version, runflow FROM runflow_schema").fetchall()
+            except sqlite3.OperationalError as exc:
+                if "no such table" not in str(exc):
+                    raise self._error("read the schema version", exc) from exc
+                rows = []
+            except sqlite3.DatabaseError as exc:  # not a database at all
+                raise self._error("read the schema version", exc) from exc
+            missing = _sql.check_version(rows, f"SQLite database {self._path}")
+            try:
+                for statement in _sql.sqlite_ddl(_sql.Tables()):
+                    conn.execute(statement)
+            except sqlite3.DatabaseError as exc:
+                raise self._error("create the runflow tables", exc) from exc
+            if missing:
+                conn.execute(
+                    "INSERT INTO runflow_schema (version, runflow) VALUES (?, ?)",
+                    (SCHEMA_VERSION, _sql.runflow_version()),
+                )
+
+    # --- the protocol ------------------------------------------------------------------
+
+    @property
+    def path(self) -> str:
+        """The database file (``":memory:"`` for a private in-memory database)."""
+        return self._path
+
+    @property
+    def url(self) -> str:
+        """The store as an :func:`runflow.open_store` URL."""
+        if self._memory:
+            return "sqlite://:memory:"
+        return "sqlite:///" + self._path
+
+    def get(self, run_id: str) -> StoredRun | None:
+        """The stored run, or None."""
+        row = self._read(lambda c: c.execute(_GET, (run_id,)).fetchone())
+        return None if row is None else _sql.stored_from_row(row, self._cache)
+
+    def insert(self, run: StoredRun, change: Change) -> int:
+        """
+        Store a new run and journal its first entry; return the entry's sequence.
+
+        Raises:
+            runflow.ThreadBusyError: ``run`` is local and active, and its thread
+                already has a local active run.
+            ValueError: the id is taken.
+        """
+        record = run.record
+        text = _sql.record_json(record)
+        snapshot = text if change.run is record else _sql.record_json(change.run)
+        params = (
+            record.id,
+            record.thread_id,
+            record.assistant_id,
+            record.created_at,
+            int(run.observed),
+            *_sql.run_params(run, text),
+        )
+        for _ in range(_BUSY_RETRIES):
+            try:
+                with self._write() as conn:
+                    sequence = _lastrowid(
+                        conn.execute(_INSERT_JOURNAL, _sql.journal_params(change, snapshot))
+                    )
+                    conn.execute(_INSERT_RUN, (params[0], sequence, *params[1:]))
+                self._cache.put(record.id, text, record)
+            except sqlite3.IntegrityError as exc:
+                if f"{_RUNS}.id" in str(exc):
+                    msg = f"a run with id {record.id!r} is already stored"
+                    raise ValueError(msg) from None
+                busy = self._busy(run, exc)
+                if busy is not None:
+                    raise busy from None
+                continue  # the thread's active run ended meanwhile: try again
+            return sequence
+        raise ThreadBusyError(record.thread_id, "")  # pragma: no cover - a thread churning
+
+    def _busy(self, run: StoredRun, exc: sqlite3.IntegrityError) -> Exception | None:
+        """The error for a unique violation, or None if the thread is free again."""
+        if f"{_RUNS}.thread_id" not in str(exc):  # pragma: no cover - no other constraint
+            return self._error("write", exc)
+        thread_id = run.record.thread_id
+        row = self._read(lambda c: c.execute(_BUSY, (thread_id, run.record.id)).fetchone())
+        return None if row is None else ThreadBusyError(thread_id, row[0])
+
+    def commit(self, old: StoredRun, new: StoredRun, change: Change | None) -> int | None:
+        """
+        Replace ``old`` by ``new`` if the stored version is still ``old.version``,
+        journaling ``change`` in the same transaction.
+
+        Returns:
+            The journal sequence of ``change`` (0 when ``change`` is None), or None
+            when the compare-and-set lost.
+
+        Raises:
+            runflow.ThreadBusyError: ``new`` is local and active on a thread that
+                has another local active run.
+        """
+        text = _sql.record_json(new.record)
+        for _ in range(_BUSY_RETRIES):
+            try:
+                with self._write() as conn:
+                    sequence = _commit(conn, old, new, change, text)
+            except sqlite3.IntegrityError as exc:
+                busy = self._busy(new, exc)
+                if busy is not None:
+                    raise busy from None
+            else:
+                if sequence is not None:
+                    self._cache.put(new.record.id, text, new.record)
+                return sequence
+        raise ThreadBusyError(new.record.thread_id, "")  # pragma: no cover - a thread churning
+
+    def claim(self, *, limit: int, now: int, step: ClaimStep) -> list[tuple[StoredRun, int]]:
+        """
+        In one ``BEGIN IMMEDIATE`` transaction, take up to ``limit`` local ``queued``
+        runs, longest waiting first (``since``, then ``created_at``, then id), store
+        ``step(run)`` for each with its journal entry, and return the claimed runs
+        and their sequences. If ``step`` raises, nothing is claimed.
+        """
+        del now  # the queue order needs no clock; the step stamps the runs
+        out: list[tuple[StoredRun, int]] = []
+        written: list[tuple[RunObject, str]] = []
+        if limit <= 0:
+            return out
+        try:
+            with self._write() as conn:
+                for row in conn.execute(_CLAIM, (limit,)).fetchall():
+                    old = _sql.stored_from_row(row, self._cache)
+                    new, change = step(old)
+                    text = _sql.record_json(new.record)
+                    sequence = _commit(conn, old, new, change, text)
+                    if sequence is None:  # pragma: no cover - we hold the write lock
+                        msg = f"run {old.record.id} changed under the write lock"
+                        raise StoreError(msg, url=self.url)
+                    out.append((new, sequence))
+                    written.append((new.record, text))
+        except sqlite3.IntegrityError as exc:  # pragma: no cover - a step that breaks R1.3
+            raise self._error("claim", exc) from exc
+        for record, text in written:
+            self._cache.put(record.id, text, record)
+        return out
+
+    def due(self, now: int, limit: int) -> list[str]:
+        """Ids of local active runs whose ``expires_at`` is at or before ``now``."""
+        return self._ids(_DUE, (now, limit))
+
+    def lapsed(self, now: int, limit: int) -> list[str]:
+        """Ids of local ``in_progress`` runs whose lease lapsed at or before ``now``."""
+        return self._ids(_LAPSED, (now, limit))
+
+    def stuck(self, status: str, since: int, limit: int) -> list[str]:
+        """Ids of local runs in ``status`` since ``since`` or earlier."""
+        if status == "cancelling":  # what sweeps ask: an index search
+            return self._ids(_STUCK_CANCELLING, (since, limit))
+        return self._ids(_STUCK, (str(status), since, limit))
+
+    def _ids(self, sql: str, params: tuple[Any, ...]) -> list[str]:
+        rows = self._read(lambda c: c.execute(sql, params).fetchall())
+        return [r[0] for r in rows]
+
+    def history(self, run_id: str) -> list[JournalEntry]:
+        """The journal of one run, oldest first."""
+        rows = self._read(lambda c: c.execute(_HISTORY, (run_id,)).fetchall())
+        return [_sql.entry_from_row(r) for r in rows]
+
+    def journal(self, after: int, limit: int) -> list[JournalEntry]:
+        """
+        Journal entries with a sequence above ``after``, in order. Sequences follow
+        commit order (SQLite has one writer at a time), so reading on from the last
+        sequence seen misses nothing.
+        """
+        rows = self._read(lambda c: c.execute(_JOURNAL_AFTER, (after, limit)).fetchall())
+        return [_sql.entry_from_row(r) for r in rows]
+
+    def runs(
+        self,
+        *,
+        thread_id: str | None = None,
+        status: str | None = None,
+        limit: int | None = None,
+        newest_first: bool = False,
+    ) -> list[StoredRun]:
+        """Stored runs by creation order (or newest first), optionally filtered."""
+        where: list[str] = []
+        params: list[Any] = []
+        if thread_id is not None:
+            where.append("thread_id = ?")
+            params.append(thread_id)
+        if status is not None:
+            where.append("status = ?")
+            params.append(str(status))
+        sql = f"SELECT {_COLS} FROM {_RUNS}"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY position DESC" if newest_first else " ORDER BY position"
+        if limit is not None:
+            sql += " LIMIT ?"
+            params.append(limit)
+        rows = self._read(lambda c: c.execute(sql, params).fetchall())
+        return [_sql.stored_from_row(r, self._cache) for r in rows]
+
+    def discard(self, run_id: str) -> None:
+        """Forget a run and its journal (no error if unknown)."""
+        with self._write() as conn:
+            conn.execute(f"DELETE FROM {_JOURNAL} WHERE run_id = ?", (run_id,))
+            conn.execute(f"DELETE FROM {_RUNS} WHERE id = ?", (run_id,))
+        self._cache.drop(run_id)
+
+    def close(self) -> None:
+        """Close every connection this store opened (idempotent)."""
+        with self._lock:
+            self._closed = True
+            connections, self._connections = self._connections, []
+            self._shared = None
+        for conn in connections:
+            with contextlib.suppress(sqlite3.Error):
+                conn.close()
+        self._local = threading.local()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<SQLiteStore {self._path}>"
+
+
+def _lastrowid(cursor: sqlite3.Cursor) -> int:
+    rowid = cursor.lastrowid
+    if rowid is None:  # pragma: no cover - an INSERT always sets it
+        msg = "SQLite returned no rowid for a journal insert"
+        raise StoreError(msg)
+    return rowid
+
+
+def _commit(
+    conn: sqlite3.Connection, old: StoredRun, new: StoredRun, change: Change | None, text: str
+) -> int | None:
+    """The compare-and-set and the journal entry, inside an open write transaction."""
+    cursor = conn.execute(
+        _UPDATE,
+        (*_sql.run_params(new, text), int(new.observed), old.record.id, old.version),
+    )
+    if cursor.rowcount == 0:
+        return None
+    if change is None:
+        return 0
+    snapshot = text if change.run is new.record else _sql.record_json(change.run)
+    return _lastrowid(conn.execute(_INSERT_JOURNAL, _sql.journal_params(change, snapshot)))

@@ -1,0 +1,245 @@
+"""What the SQL stores add to the contract: schema, versions, indexes, durability."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from store_workers import T0, claim_step, create, move, new_run, postgres_dsn, sqlite_store
+
+from runflow import RunStatus, StoreError
+from runflow.stores import Store
+from runflow.stores._base import SCHEMA_VERSION
+
+S = RunStatus
+SQL = pytest.mark.parametrize("target", ["sqlite", "postgres"], indirect=True)
+
+
+def _raw_sql(target: tuple[str, str], sql: str) -> list[tuple[object, ...]]:
+    """Run one statement on the test database, outside runflow."""
+    kind, where = target
+    if kind == "sqlite":
+        with sqlite3.connect(where) as conn:
+            rows = conn.execute(sql).fetchall()
+        conn.close()
+        return rows
+    import psycopg  # noqa: PLC0415
+
+    dsn, _, schema = where.partition("|")
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(f'SET search_path TO "{schema}"')
+        cur = conn.execute(sql)  # type: ignore[arg-type]
+        return cur.fetchall() if cur.description else []
+
+
+@SQL
+class TestSchema:
+    def test_created_on_first_use_with_its_version(
+        self, store: Store, target: tuple[str, str]
+    ) -> None:
+        """Opening a new database creates the runflow_ tables and records the version."""
+        rows = _raw_sql(target, "SELECT version, runflow FROM runflow_schema")
+        assert len(rows) == 1
+        assert rows[0][0] == SCHEMA_VERSION
+
+    def test_reopening_keeps_data_and_one_version_row(
+        self, open_store: Callable[..., Store], target: tuple[str, str]
+    ) -> None:
+        """A second store on the same database sees the runs; the schema is not redone."""
+        first = open_store()
+        run, _ = create(first, new_run("run_a"))
+        first.close()
+        second = open_store()
+        assert second.get("run_a") == run
+        assert len(_raw_sql(target, "SELECT * FROM runflow_schema")) == 1
+
+    def test_newer_schema_is_refused(
+        self, open_store: Callable[..., Store], target: tuple[str, str]
+    ) -> None:
+        """A database written by a newer runflow raises StoreError naming that version."""
+        open_store().close()
+        _raw_sql(target, "UPDATE runflow_schema SET version = 99, runflow = '9.9.0'")
+        with pytest.raises(StoreError, match=r"schema version 99, written by runflow 9\.9\.0"):
+            open_store()
+
+    def test_documented_indexes_exist(self, store: Store, target: tuple[str, str]) -> None:
+        """The indexes the docs list are there."""
+        if target[0] == "sqlite":
+            rows = _raw_sql(target, "SELECT name FROM sqlite_master WHERE type = 'index'")
+        else:
+            rows = _raw_sql(
+                target, "SELECT indexname FROM pg_indexes WHERE schemaname = current_schema()"
+            )
+        names = {str(r[0]) for r in rows}
+        assert {
+            "runflow_runs_thread_active",
+            "runflow_runs_queue",
+            "runflow_runs_due",
+            "runflow_runs_lease",
+            "runflow_runs_cancelling",
+            "runflow_runs_thread",
+            "runflow_runs_position",
+            "runflow_journal_run",
+        } <= names
+
+
+@SQL
+class TestSQLOnly:
+    def test_claim_breaks_ties_by_creation_then_id(self, store: Store) -> None:
+        """Runs that entered the queue in one second are claimed by (created_at, id)."""
+        create(store, new_run("run_c"), since=T0 + 5)
+        create(store, new_run("run_b", created_at=T0 + 1), since=T0 + 1)
+        create(store, new_run("run_a", created_at=T0 + 2), since=T0 + 1)
+        create(store, new_run("run_z", created_at=T0 + 1), since=T0 + 1)
+        got = store.claim(limit=4, now=T0 + 10, step=claim_step("w1", T0 + 10))
+        assert [r.record.id for r, _ in got] == ["run_b", "run_z", "run_a", "run_c"]
+
+    def test_journal_keeps_the_change_snapshot(self, store: Store) -> None:
+        """The journal stores the change's own snapshot of the run."""
+        run, _ = create(store, new_run("run_a"))
+        new, change = move(run, S.IN_PROGRESS)
+        snapshot = new_run("run_a", status=S.IN_PROGRESS, model="other")
+        assert store.commit(run, new, change._replace(run=snapshot)) is not None
+        assert store.history("run_a")[-1].run == snapshot
+        assert store.get("run_a") == new
+
+    def test_claim_with_other_snapshots(self, store: Store) -> None:
+        """A claim step may journal a snapshot other than the stored record."""
+        create(store, new_run("run_a"))
+        step = claim_step("w1", T0 + 1)
+
+        def other(old):  # type: ignore[no-untyped-def]
+            new, change = step(old)
+            return new, change._replace(run=new_run("run_a", model="snap"))
+
+        ((claimed, _),) = store.claim(limit=1, now=T0 + 1, step=other)
+        assert store.history("run_a")[-1].run.model == "snap"
+        assert store.get("run_a") == claimed
+
+    def test_insert_with_another_snapshot(self, store: Store) -> None:
+        """insert() also journals the change's own snapshot."""
+        from runflow.stores import Change, StoredRun  # noqa: PLC0415
+
+        record = new_run("run_a")
+        snapshot = new_run("run_a", model="snap")
+        change = Change("run_a", T0, "create", None, S.QUEUED, None, {}, snapshot)
+        store.insert(StoredRun(record, since=T0), change)
+        assert store.get("run_a").record == record  # type: ignore[union-attr]
+        assert store.history("run_a")[0].run == snapshot
+
+    def test_runs_survive_reopening(self, open_store: Callable[..., Store]) -> None:
+        """Everything written is there after the store is closed and opened again."""
+        store = open_store()
+        run, _ = create(store, new_run("run_a"))
+        started, change = move(run, S.IN_PROGRESS, worker="w1", lease_until=T0 + 30)
+        store.commit(run, started, change)
+        history = store.history("run_a")
+        store.close()
+        again = open_store()
+        assert again.get("run_a") == started
+        assert again.history("run_a") == history
+
+
+class TestSQLite:
+    def test_durability_settings(self, tmp_path: Path) -> None:
+        """WAL mode and synchronous=FULL on every connection."""
+        store = sqlite_store(str(tmp_path / "runs.db"))
+        conn = store._conn()  # type: ignore[attr-defined]
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert conn.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+        assert conn.execute("PRAGMA busy_timeout").fetchone()[0] == 30_000
+        store.close()
+
+    def test_queries_use_the_partial_indexes(self, tmp_path: Path) -> None:
+        """The claim, due, lapsed and thread-lock queries are index searches, not scans."""
+        from runflow.stores import _sqlite  # noqa: PLC0415
+
+        store = sqlite_store(str(tmp_path / "runs.db"))
+        conn = store._conn()  # type: ignore[attr-defined]
+        plans = {
+            "queue": conn.execute(f"EXPLAIN QUERY PLAN {_sqlite._CLAIM}", (1,)).fetchall(),
+            "due": conn.execute(f"EXPLAIN QUERY PLAN {_sqlite._DUE}", (1, 1)).fetchall(),
+            "lease": conn.execute(f"EXPLAIN QUERY PLAN {_sqlite._LAPSED}", (1, 1)).fetchall(),
+            "thread_active": conn.execute(
+                f"EXPLAIN QUERY PLAN {_sqlite._BUSY}", ("t", "r")
+            ).fetchall(),
+            "cancelling": conn.execute(
+                f"EXPLAIN QUERY PLAN {_sqlite._STUCK_CANCELLING}", (1, 1)
+            ).fetchall(),
+        }
+        for name, plan in plans.items():
+            text = " ".join(str(row[-1]) for row in plan)
+            assert f"runflow_runs_{name}" in text, (name, text)
+        store.close()
+
+    def test_threads_get_their_own_connections(self, tmp_path: Path) -> None:
+        """Each thread uses a connection of its own; close() closes them all."""
+        import threading  # noqa: PLC0415
+
+        store = sqlite_store(str(tmp_path / "runs.db"))
+        seen: list[object] = []
+
+        def grab() -> None:
+            seen.append(store._conn())  # type: ignore[attr-defined]
+
+        threads = [threading.Thread(target=grab) for _ in range(3)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert len({id(c) for c in seen}) == 3
+        store.close()
+        with pytest.raises(StoreError, match="closed"):
+            store.get("run_a")
+
+    def test_memory_database_is_shared_by_threads(self) -> None:
+        """':memory:' is one private database for all of the store's threads."""
+        from concurrent.futures import ThreadPoolExecutor  # noqa: PLC0415
+
+        store = sqlite_store(":memory:")
+        with ThreadPoolExecutor(4) as pool:
+            list(pool.map(lambda i: create(store, new_run(f"run_{i}")), range(20)))
+        assert len(store.runs()) == 20
+        assert store.claim(limit=50, now=T0, step=claim_step("w", T0))
+        store.close()
+
+    def test_not_a_database_is_a_store_error(self, tmp_path: Path) -> None:
+        """A file that is not SQLite raises StoreError naming the file."""
+        bad = tmp_path / "bad.db"
+        bad.write_bytes(b"this is not a database at all" * 100)
+        with pytest.raises(StoreError, match=r"bad\.db") as info:
+            sqlite_store(str(bad))
+        assert isinstance(info.value.__cause__, sqlite3.DatabaseError)
+
+    def test_unopenable_path_is_a_store_error(self, tmp_path: Path) -> None:
+        """A directory as the database path raises StoreError."""
+        with pytest.raises(StoreError, match="cannot open the SQLite store"):
+            sqlite_store(str(tmp_path))
+
+    def test_locked_database_times_out_with_a_store_error(self, tmp_path: Path) -> None:
+        """A writer that cannot get the lock within the timeout raises StoreError."""
+        path = tmp_path / "runs.db"
+        store = sqlite_store(str(path), timeout=0.2)
+        blocker = sqlite3.connect(path, isolation_level=None)
+        blocker.execute("BEGIN IMMEDIATE")
+        try:
+            with pytest.raises(StoreError, match="locked"):
+                create(store, new_run("run_a"))
+        finally:
+            blocker.execute("ROLLBACK")
+            blocker.close()
+        create(store, new_run("run_a"))
+        store.close()
+
+
+def test_postgres_dsn_is_required_in_ci(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without a DSN the PostgreSQL tests skip locally and fail in CI."""
+    monkeypatch.delenv("RUNFLOW_POSTGRES_DSN", raising=False)
+    monkeypatch.delenv("CI", raising=False)
+    with pytest.raises(pytest.skip.Exception):
+        postgres_dsn()
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="CI must run"):
+        postgres_dsn()
