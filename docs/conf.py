@@ -35,6 +35,24 @@ nitpick_ignore = [
     # The machine's private per-transition object and its callback type.
     ("py:class", "runflow._machine.Step"),
     ("py:class", "EnterCallback"),
+    # Type aliases in runflow.testing's annotations, documented in words on their pages.
+    ("py:class", "Step"),
+    ("py:class", "CancelStep"),
+    ("py:class", "FaultTarget"),
+    ("py:class", "ScriptSource"),
+    ("py:class", "ErrorCode"),
+    ("py:class", "IncompleteReason"),
+    # Third-party classes in the SDK helpers' signatures (no inventory kept for them).
+    ("py:class", "openai.OpenAI"),
+    ("py:class", "openai.AsyncOpenAI"),
+    ("py:class", "httpx2.BaseTransport"),
+    ("py:class", "httpx2.AsyncBaseTransport"),
+    ("py:class", "httpx2.Request"),
+    ("py:class", "httpx2.Response"),
+    ("py:class", "pytest.FixtureRequest"),
+    ("py:class", "pytest.Config"),
+    ("py:class", "pytest.Item"),
+    ("py:class", "hypothesis.strategies.SearchStrategy"),
 ]
 
 myst_enable_extensions = ["colon_fence", "deflist"]

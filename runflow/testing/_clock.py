@@ -1,5 +1,5 @@
 """
-Helpers for tests of code that uses runflow: a controllable clock and an event recorder.
+A controllable clock and an event recorder (re-exported by :mod:`runflow.testing`).
 
 .. versionadded:: 0.1.0
 """
