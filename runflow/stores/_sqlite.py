@@ -236,7 +236,7 @@ class SQLiteStore:
 
     @property
     def url(self) -> str:
-        """The store as an :func:`runflow.open_store` URL."""
+        """The store as an :func:`runflow.stores.open_store` URL."""
         if self._memory:
             return "sqlite://:memory:"
         return "sqlite:///" + self._path
