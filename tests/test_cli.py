@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ from runflow import ASSISTANTS_RUN, RunObject, lifecycle_diagram
 from runflow import cli as cli_module
 from runflow.cli import cli
 from runflow.simulation import Simulation, load_scenario
+from runflow.stores import open_store
 
 SECTION_8 = {(str(t.source), str(t.dest)) for t in ASSISTANTS_RUN.transitions}
 HAS_MATPLOTLIB = importlib.util.find_spec("matplotlib") is not None
@@ -240,23 +242,13 @@ class TestSimulate:
         assert result.exit_code == 2
         assert "Usage:" in result.stderr
 
-    def test_durable_store_refused(self) -> None:
-        """Any store but memory:// is refused in one line, exit 1."""
-        result = run("simulate", "--store", "sqlite:///runs.db")
-        assert result.exit_code == 1
-        lines = result.stderr.strip().splitlines()
-        assert len(lines) == 1
-        assert "sqlite:///runs.db" in lines[0]
-        assert "durable stores" in lines[0]
-        assert "not available" in lines[0]
-        assert run("simulate", "--runs", "10", "--store", "memory://").exit_code == 0
-
-    def test_workers_need_a_durable_store(self) -> None:
-        """More than one worker needs a durable store: a usage error."""
-        result = run("simulate", "--workers", "3")
+    @pytest.mark.parametrize("store", ["memory://", "sqlite://:memory:"])
+    def test_workers_need_a_shared_store(self, store: str) -> None:
+        """Worker processes need a store they share: a usage error, exit 2."""
+        result = run("simulate", "--workers", "3", "--store", store)
         assert result.exit_code == 2
-        assert "--workers 3 needs a durable store" in result.stderr
-        assert run("simulate", "--runs", "10", "--workers", "1").exit_code == 0
+        assert "--workers 3 needs a store that worker processes share" in result.stderr
+        assert run("simulate", "--runs", "10", "--workers", "0").exit_code == 0
 
     @pytest.mark.skipif(not HAS_MATPLOTLIB, reason="matplotlib (the plot extra) not installed")
     def test_plot(self, tmp_path: Path) -> None:
@@ -327,6 +319,172 @@ class TestSimulate:
         )
         debug = run("--debug", "simulate", "--runs", "5")
         assert isinstance(debug.exception, RuntimeError)
+
+
+def postgres_url() -> Iterator[str]:
+    """A PostgreSQL store URL on a fresh schema (dropped afterwards); skips without a DSN."""
+    dsn = os.environ.get("RUNFLOW_POSTGRES_DSN", "")
+    if not dsn:
+        if os.environ.get("CI"):
+            pytest.fail("RUNFLOW_POSTGRES_DSN is not set: CI must run the PostgreSQL tests")
+        pytest.skip("RUNFLOW_POSTGRES_DSN is not set")
+    import psycopg  # noqa: PLC0415 - the postgres extra
+
+    schema = f"runflow_cli_{uuid.uuid4().hex[:12]}"
+    yield f"{dsn}{'&' if '?' in dsn else '?'}schema={schema}"
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+
+
+@pytest.fixture(name="pg_url")
+def _pg_url() -> Iterator[str]:
+    yield from postgres_url()
+
+
+def summary_of(result: Result) -> dict[str, Any]:
+    """The deterministic part of a --json summary."""
+    assert result.exit_code == 0, result.output
+    doc: dict[str, Any] = json.loads(result.stdout)
+    doc.pop("wall")
+    return doc
+
+
+def stored_runs(url: str) -> list[RunObject]:
+    store = open_store(url)
+    try:
+        return [s.record for s in store.runs()]
+    finally:
+        store.close()
+
+
+def check_events(path: Path, runs: int, transitions: int) -> None:
+    """Every line a wire event; every run created once; one line per transition."""
+    created = lines = 0
+    with path.open(encoding="utf-8") as f:
+        for line in f:
+            lines += 1
+            event = json.loads(line)
+            RunObject.from_dict(event["data"])
+            created += event["event"] == "thread.run.created"
+    assert created == runs
+    assert lines - created == transitions
+
+
+class TestSimulateStores:
+    def test_sqlite_same_summary_and_events(self, tmp_path: Path) -> None:
+        """On SQLite, the summary and the events file are the in-memory ones, byte for byte."""
+        url = f"sqlite:///{tmp_path / 'sim.db'}"
+        mem_events, db_events = tmp_path / "mem.jsonl", tmp_path / "db.jsonl"
+        memory = run("simulate", "--runs", "150", "--json", "--events", str(mem_events))
+        stored = run(
+            "simulate", "--runs", "150", "--json", "--store", url, "--events", str(db_events)
+        )
+        assert summary_of(stored) == summary_of(memory)
+        assert db_events.read_bytes() == mem_events.read_bytes()
+        runs = stored_runs(url)
+        assert len(runs) == 150
+        assert all(r.status.is_terminal for r in runs)
+        assert {r.id[:11] for r in runs} == {"run_sim0000"}
+
+    def test_next_simulation_takes_the_next_tag(self, tmp_path: Path) -> None:
+        """A second simulation into one store gets fresh ids; its summary is unchanged."""
+        url = f"sqlite:///{tmp_path / 'sim.db'}"
+        first = run("simulate", "--runs", "40", "--json", "--store", url)
+        second = run("simulate", "--runs", "40", "--json", "--store", url)
+        assert summary_of(first) == summary_of(second)
+        runs = stored_runs(url)
+        assert len(runs) == 80
+        assert sorted({r.id[:11] for r in runs}) == ["run_sim0000", "run_sim0001"]
+
+    def test_sqlite_workers_same_summary(self, tmp_path: Path) -> None:
+        """Two worker processes on SQLite: the in-memory summary; the journal checks out."""
+        url = f"sqlite:///{tmp_path / 'sim.db'}"
+        events = tmp_path / "events.jsonl"
+        memory = run("simulate", "--runs", "120", "--scenario", "flaky", "--json")
+        workers = run(
+            "simulate",
+            "--runs",
+            "120",
+            "--scenario",
+            "flaky",
+            "--json",
+            "--store",
+            url,
+            "--workers",
+            "2",
+            "--events",
+            str(events),
+        )
+        doc = summary_of(workers)
+        assert doc == summary_of(memory)
+        check_events(events, 120, doc["transitions"])
+
+    def test_postgres_workers_same_summary(self, pg_url: str, tmp_path: Path) -> None:
+        """In-process and with three workers on PostgreSQL: the in-memory summary."""
+        memory = summary_of(run("simulate", "--runs", "120", "--json"))
+        assert summary_of(run("simulate", "--runs", "120", "--json", "--store", pg_url)) == memory
+        events = tmp_path / "events.jsonl"
+        doc = summary_of(
+            run(
+                "simulate",
+                "--runs",
+                "120",
+                "--json",
+                "--store",
+                pg_url,
+                "--workers",
+                "3",
+                "--events",
+                str(events),
+            )
+        )
+        assert doc == memory
+        check_events(events, 120, doc["transitions"])
+
+    def test_window(self, tmp_path: Path) -> None:
+        """--window changes the draws (like a seed), the same way in every mode."""
+        url = f"sqlite:///{tmp_path / 'sim.db'}"
+        narrow = summary_of(run("simulate", "--runs", "150", "--json"))
+        wide = summary_of(run("simulate", "--runs", "150", "--json", "--window", "30"))
+        assert wide != narrow
+        assert sum(s["count"] for s in wide["statuses"].values()) == 150
+        stored = run("simulate", "--runs", "150", "--json", "--window", "30", "--store", url)
+        assert summary_of(stored) == wide
+        assert run("simulate", "--window", "0").exit_code == 2
+
+    def test_unreachable_store(self) -> None:
+        """An unreachable store: one line naming it, exit 1, before any output."""
+        url = "postgresql://postgres@127.0.0.1:1/test"
+        result = run("simulate", "--runs", "10", "--store", url)
+        assert result.exit_code == 1
+        assert result.stdout == ""
+        lines = result.stderr.splitlines()
+        assert len(lines) == 1
+        assert lines[0].startswith(f"Error: store {url}: ")
+
+    def test_bad_store_url(self) -> None:
+        """A URL no store takes: exit 1, one line."""
+        result = run("simulate", "--runs", "10", "--store", "mysql://db")
+        assert result.exit_code == 1
+        assert "unsupported store URL scheme 'mysql'" in result.stderr
+        assert len(result.stderr.splitlines()) == 1
+
+    @pytest.mark.skipif(not HAS_MATPLOTLIB, reason="matplotlib (the plot extra) not installed")
+    def test_plot_from_the_journal(self, tmp_path: Path) -> None:
+        """On a store, --plot draws from the events read back from the journal."""
+        path = tmp_path / "sim.png"
+        url = f"sqlite:///{tmp_path / 'sim.db'}"
+        result = run("simulate", "--runs", "100", "--store", url, "--plot", str(path))
+        assert result.exit_code == 0, result.output
+        assert path.read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
+
+    def test_terminal_note(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        """On a terminal, the command says where the runs were stored, under which ids."""
+        monkeypatch.setattr(cli_module, "_isatty", lambda stream: stream is sys.stderr)
+        url = f"sqlite:///{tmp_path / 'sim.db'}"
+        result = run("simulate", "--runs", "20", "--json", "--store", url)
+        assert result.exit_code == 0, result.output
+        assert f"20 runs stored in {url} as run_sim0000*" in result.stderr
 
 
 class TestLogging:
@@ -459,3 +617,42 @@ class TestCommand:
         )
         assert bad.returncode == 2
         assert "Traceback" not in bad.stderr
+
+    def test_worker_processes_log(self, tmp_path: Path) -> None:
+        """Worker processes log like the command: JSON lines on stderr, with their name."""
+        script = Path(sys.executable).with_name("runflow")
+        command = [str(script)] if script.exists() else [sys.executable, "-m", "runflow.cli"]
+        url = f"sqlite:///{tmp_path / 'sim.db'}"
+        done = subprocess.run(  # noqa: S603 - our own command
+            [
+                *command,
+                "--log-format",
+                "json",
+                "--log-level",
+                "info",
+                "simulate",
+                "--runs",
+                "30",
+                "--json",
+                "--store",
+                url,
+                "--workers",
+                "2",
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
+            cwd=tmp_path,
+            timeout=120,
+        )
+        assert done.returncode == 0, done.stderr
+        assert json.loads(done.stdout)["runs"] == 30
+        events = [json.loads(line) for line in done.stderr.splitlines()]
+        names = [e["event"] for e in events]
+        assert names[0] == "simulation_started"
+        assert names[-1] == "simulation_finished"
+        assert events[0]["store"] == url
+        assert events[0]["workers"] == 2
+        started = sorted(e["worker"] for e in events if e["event"] == "simulation_worker_started")
+        stopped = sorted(e["worker"] for e in events if e["event"] == "simulation_worker_stopped")
+        assert started == stopped == ["sim-worker-1", "sim-worker-2"]

@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import itertools
 import json
+import os
 import re
+import signal
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import attrs
 import pytest
 
-from runflow import ASSISTANTS_RUN, RunEvent, RunObject, RunStatus
+from runflow import ASSISTANTS_RUN, JournalEntry, RunEvent, RunObject, RunStatus
 from runflow.simulation import (
     BUILTIN_SCENARIOS,
     Constant,
@@ -21,13 +27,18 @@ from runflow.simulation import (
     Simulation,
     Uniform,
     Wall,
+    WorkerError,
     builtin_scenarios,
     load_scenario,
     render_text,
     scenario_fields,
     sections,
+    shared_store_url,
     simulate,
 )
+from runflow.simulation._pool import WorkerPool
+from runflow.stores import MemoryStore
+from runflow.testing import DEFAULT_START
 
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "simulation.md"
 #: Every (from, to) pair of LIFECYCLE §8, read off the machine's own table.
@@ -349,3 +360,166 @@ class TestSummary:
         assert text.index("Wall clock") > text.index("Calls the engine refused")
         assert "Runs by final status" in text
         assert "Time to terminal (virtual seconds)" in text
+
+
+def postgres_url() -> Iterator[str]:
+    """A PostgreSQL store URL on a fresh schema (dropped afterwards); skips without a DSN."""
+    dsn = os.environ.get("RUNFLOW_POSTGRES_DSN", "")
+    if not dsn:
+        if os.environ.get("CI"):
+            pytest.fail("RUNFLOW_POSTGRES_DSN is not set: CI must run the PostgreSQL tests")
+        pytest.skip("RUNFLOW_POSTGRES_DSN is not set")
+    import psycopg  # noqa: PLC0415 - the postgres extra
+
+    schema = f"runflow_sim_{uuid.uuid4().hex[:12]}"
+    yield f"{dsn}{'&' if '?' in dsn else '?'}schema={schema}"
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+
+
+@pytest.fixture(name="shared_url", params=["sqlite", "postgres"])
+def _shared_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A store URL worker processes can share."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'sim.db'}"
+    else:
+        yield from postgres_url()
+
+
+def journal_of(sim: Simulation) -> dict[str, list[JournalEntry]]:
+    """Run id -> its journal entries, for every run of ``sim``."""
+    store = sim.engine.store
+    return {r.id: store.history(r.id) for r in (s.record for s in store.runs())}
+
+
+class TestStoresAndWorkers:
+    @pytest.mark.parametrize("name", ["default", "flaky"])
+    def test_same_summary_in_every_mode(self, name: str, tmp_path: Path) -> None:
+        """Memory, a SQLite store in-process, and two workers on it: one summary."""
+        scenario = load_scenario(name)
+        memory = deterministic(simulate(scenario, runs=250, seed=4).to_dict())
+        url = f"sqlite:///{tmp_path / 'sim.db'}"
+        in_process = simulate(scenario, runs=250, seed=4, store=url)
+        assert deterministic(in_process.to_dict()) == memory
+        workers = simulate(scenario, runs=250, seed=4, store=url, workers=2)
+        assert deterministic(workers.to_dict()) == memory
+
+    def test_journal_and_leases(self, shared_url: str) -> None:
+        """
+        With workers: one journal entry per counted transition (none lost, none
+        doubled), each run's path legal, and each turn ended by the worker holding
+        the lease it took when it started the run.
+        """
+        with Simulation(
+            load_scenario("default"), runs=200, seed=2, store=shared_url, workers=3
+        ) as sim:
+            summary = sim.run()
+            journals = journal_of(sim)
+        assert len(journals) == 200
+        assert sum(len(entries) for entries in journals.values()) == summary.transitions
+        workers: set[str] = set()
+        for run_id, entries in journals.items():
+            assert re.fullmatch(r"run_[A-Za-z0-9]{24}", run_id)
+            assert entries[0].trigger == "create"
+            assert entries[-1].to_status.is_terminal
+            holder = None
+            for before, entry in itertools.pairwise(entries):
+                assert entry.from_status == before.to_status
+                assert (str(entry.from_status), str(entry.to_status)) in SECTION_8
+                if entry.trigger == "start":
+                    holder = entry.worker
+                    assert holder is not None
+                    workers.add(holder)
+                elif entry.from_status is RunStatus.IN_PROGRESS and entry.trigger not in {
+                    "cancel",  # a client's
+                    "expire",  # a sweep's, or the expiry rule's
+                }:
+                    assert entry.worker == holder, (run_id, entry)  # the lease holder's
+        assert workers == {"sim-worker-1", "sim-worker-2", "sim-worker-3"}
+
+    def test_replay_is_the_live_event_stream(self, tmp_path: Path) -> None:
+        """Events replayed from a SQLite journal are those a memory run emits, in order."""
+        live = Pairs()
+        sim = Simulation(load_scenario("default"), runs=150, seed=5)
+        sim.engine.subscribe(live)
+        sim.run()
+        with Simulation(
+            load_scenario("default"), runs=150, seed=5, store=f"sqlite:///{tmp_path / 'a.db'}"
+        ) as stored:
+            stored.run()
+            replayed = [event for _, event in stored.replay()]
+        assert [(e.event, e.data) for e in replayed] == [(e.event, e.data) for e in live.events]
+
+    def test_a_given_store_keeps_runs_and_tags(self) -> None:
+        """A store given as an object keeps every run; a second simulation takes tag 1."""
+        store = MemoryStore()
+        first = Simulation(load_scenario("default"), runs=30, store=store)
+        first.run()
+        second = Simulation(load_scenario("default"), runs=30, store=store)
+        second.run()
+        assert (first.tag, second.tag) == (0, 1)
+        ids = [s.record.id for s in store.runs()]
+        assert len(ids) == 60
+        assert {i[:11] for i in ids} == {"run_sim0000", "run_sim0001"}
+        assert list(second.replay())  # a memory store with a journal replays too
+        assert list(Simulation(Scenario(), runs=5).replay()) == []  # no journal kept
+
+    @pytest.mark.parametrize(
+        ("kwargs", "message"),
+        [
+            ({"workers": 2}, "share"),
+            ({"workers": 2, "store": "memory://"}, "share"),
+            ({"workers": 2, "store": "sqlite://:memory:"}, "share"),
+            ({"workers": 2, "store": MemoryStore()}, "share"),
+            ({"workers": -1}, "workers must be"),
+            ({"window": 0}, "window must be"),
+        ],
+    )
+    def test_bad_arguments(self, kwargs: dict[str, Any], message: str) -> None:
+        """Workers need a shared store URL; workers and window are checked."""
+        with pytest.raises(ValueError, match=message):
+            Simulation(Scenario(), runs=5, **kwargs)
+
+    def test_shared_store_url(self) -> None:
+        """Which URLs worker processes can share."""
+        assert shared_store_url("sqlite:///sim.db")
+        assert shared_store_url("sqlite:////var/sim.db")
+        assert shared_store_url("postgresql://u@h/db")
+        assert shared_store_url("postgres://u@h/db")
+        assert not shared_store_url("memory://")
+        assert not shared_store_url("sqlite://:memory:")
+        assert not shared_store_url("sqlite:///:memory:")
+
+    def test_worker_cannot_open_the_store(self, tmp_path: Path) -> None:
+        """A worker that cannot open the store: WorkerError naming it, workers stopped."""
+        url = f"sqlite:///{tmp_path / 'file'}/sim.db"
+        (tmp_path / "file").write_text("not a directory")
+        with pytest.raises(WorkerError, match=r"^worker sim-worker-1: "):
+            WorkerPool(url, Scenario(), 1, lease=600, start=DEFAULT_START)
+
+    def test_worker_dies(self, tmp_path: Path) -> None:
+        """A worker killed mid-simulation: WorkerError with its exit code."""
+        pool = WorkerPool(
+            f"sqlite:///{tmp_path / 'sim.db'}", Scenario(), 2, lease=600, start=DEFAULT_START
+        )
+        try:
+            assert len(pool) == 2
+            assert pool.run([[], []]) == [[], []]
+            victim = pool._procs[1]
+            os.kill(victim.pid or 0, signal.SIGKILL)
+            victim.join(10)
+            item = ("create", "run_sim000000000000000000001", DEFAULT_START, "thread_x", False)
+            with pytest.raises(WorkerError, match="worker sim-worker-2 exited with code -9"):
+                pool.run([[], [item]])
+        finally:
+            pool.close()
+
+    def test_engine_error_in_a_worker(self, tmp_path: Path) -> None:
+        """An engine call that raises in a worker comes back as a WorkerError."""
+        with WorkerPool(
+            f"sqlite:///{tmp_path / 'sim.db'}", Scenario(), 1, lease=600, start=DEFAULT_START
+        ) as pool:
+            created = pool.run([[("create", "run_a", DEFAULT_START, "thread_a", False)]])
+            assert created == [[(RunStatus.QUEUED, None, None)]]
+            with pytest.raises(WorkerError, match="No run found with id 'run_b'"):
+                pool.run([[("start", "run_b", DEFAULT_START, None, None)]])

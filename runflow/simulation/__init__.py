@@ -19,7 +19,8 @@ seeded :class:`random.Random`, and returns a :class:`Summary`:
 
 from __future__ import annotations
 
-from runflow.simulation._driver import Progress, Simulation, simulate
+from runflow.simulation._driver import Progress, Simulation, shared_store_url, simulate
+from runflow.simulation._pool import WorkerError
 from runflow.simulation._scenario import (
     BUILTIN_SCENARIOS,
     Arrivals,
@@ -75,10 +76,12 @@ __all__ = [
     "Tools",
     "Uniform",
     "Wall",
+    "WorkerError",
     "builtin_scenarios",
     "load_scenario",
     "render_text",
     "scenario_fields",
     "sections",
+    "shared_store_url",
     "simulate",
 ]

@@ -55,7 +55,9 @@ class StatusTimeline:
     A subscriber that keeps every status change with its virtual time, compactly.
 
     Subscribe it to a :class:`~runflow.simulation.Simulation`'s engine before the
-    run. Times come from ``sim.now`` (virtual seconds since the start).
+    run (times then come from ``sim.now``, virtual seconds since the start), or
+    feed it the events of :meth:`~runflow.simulation.Simulation.replay` with
+    :meth:`record`.
     """
 
     def __init__(self, sim: Simulation) -> None:
@@ -67,9 +69,12 @@ class StatusTimeline:
         self.time_to_terminal: dict[str, list[float]] = {s: [] for s in TERMINAL}
 
     def __call__(self, event: RunEvent) -> None:
-        """Record ``event``."""
+        """Record ``event`` at the simulation's current virtual time."""
+        self.record(event, self._sim.now)
+
+    def record(self, event: RunEvent, now: float) -> None:
+        """Record ``event`` at virtual time ``now`` (events replayed from a journal)."""
         run = event.data
-        now = self._sim.now
         if event.event == "thread.run.created":
             self._born[run.id] = now
             return
@@ -87,15 +92,19 @@ class StatusTimeline:
 
     def sampled(self) -> tuple[list[float], list[list[int]]]:
         """The number of runs in each status at evenly spaced virtual times."""
-        end = self.times[-1] if self.times else 0.0
+        end = max(self.times) if self.times else 0.0
         step = end / (_GRID_POINTS - 1) if end > 0 else 1.0
         grid = [i * step for i in range(_GRID_POINTS)]
         counts = [0] * len(STATUSES)
         series: list[list[int]] = [[] for _ in STATUSES]
-        i, n, times, moves = 0, len(self.times), self.times, self.moves
+        n, times, moves = len(self.times), self.times, self.moves
+        # rounds wider than a second, and worker processes, record out of time order
+        order = sorted(range(n), key=times.__getitem__)
+        i = 0
         for t in grid:
-            while i < n and times[i] <= t:
-                source, to = moves[2 * i], moves[2 * i + 1]
+            while i < n and times[order[i]] <= t:
+                j = order[i]
+                source, to = moves[2 * j], moves[2 * j + 1]
                 if source != _NONE:
                     counts[source] -= 1
                 counts[to] += 1
