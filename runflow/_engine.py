@@ -228,6 +228,8 @@ class Engine:
         self._locks = tuple(threading.Lock() for _ in range(_STRIPES))
         self._life = _LIFECYCLE
         self._fire = _LIFECYCLE.fire
+        self._events = _LIFECYCLE.events
+        self._sources = _LIFECYCLE.sources
         self._subscribers: tuple[Subscriber, ...] = ()
         self._outbox: deque[RunEvent] = deque()
         self._emit_lock = threading.Lock()
@@ -326,9 +328,10 @@ class Engine:
             expires_at=now + ttl,
             **fields,
         )
-        change = Change(run_id, now, "create", None, _QUEUED, None, _NO_PAYLOAD, run)
+        change = _tuple_new(Change, (run_id, now, "create", None, _QUEUED, None, _NO_PAYLOAD, run))
+        stored = _tuple_new(StoredRun, (run, 1, None, False, now, None, None))
         try:
-            sequence = self._store.insert(StoredRun(run, since=now), change)
+            sequence = self._store.insert(stored, change)
         except ThreadBusyError:
             raise
         except ValueError:
@@ -1058,7 +1061,7 @@ class Engine:
                             stored, record = settled, settled.record
                         if trigger is None:
                             return record  # a read
-                        allowed = self._life.sources[trigger] if statuses is None else statuses
+                        allowed = self._sources[trigger] if statuses is None else statuses
                         if (
                             stored.observed
                             or record.status not in allowed
@@ -1073,18 +1076,10 @@ class Engine:
                             )
                         if decide is None:
                             return self._commit(
-                                stored,
-                                trigger,
-                                _NO_PAYLOAD,
-                                now,
-                                stored.accrued,
-                                worker=worker,
-                                lease=lease,
+                                stored, trigger, _NO_PAYLOAD, now, stored.accrued, worker, lease
                             )
                         fire, payload, accrued = decide(stored, now)
-                        return self._commit(
-                            stored, fire, payload, now, accrued, worker=worker, lease=lease
-                        )
+                        return self._commit(stored, fire, payload, now, accrued, worker, lease)
                     except _Conflict:
                         continue
             msg = f"run {run_id!r} kept changing under this engine; gave up after {_MAX_RETRIES}"
@@ -1158,14 +1153,13 @@ class Engine:
             return _LEASED
         return self._life.sources.get(trigger, frozenset())
 
-    def _commit(
+    def _commit(  # noqa: PLR0917 - the hot path: positional arguments bind faster
         self,
         stored: StoredRun,
         trigger: str,
         payload: Mapping[str, Any],
         now: int,
         accrued: Usage | None,
-        *,
         worker: str | None = None,
         lease: int | None = None,
     ) -> RunObject:
@@ -1182,7 +1176,7 @@ class Engine:
         if accrued is not None and "usage" not in payload:
             payload = {**payload, "usage": accrued}
         step = Step(record, now, payload)
-        self._fire(trigger, step)
+        self._events[trigger].trigger(step)  # the machine decides and performs the change
         changed = evolve_run(record, step.changes)
         status = changed.status
         if status is _IN_PROGRESS:

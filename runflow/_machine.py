@@ -248,7 +248,7 @@ class Lifecycle:
 
         def callback(status: str) -> Callable[[EventData], None]:
             effects = enter[status]
-            return lambda event_data: on_enter(typing.cast("Step", event_data.model), effects)
+            return lambda event_data: on_enter(event_data.model, effects)  # type: ignore[arg-type]
 
         self.machine = _Machine(
             model=None,
@@ -262,6 +262,8 @@ class Lifecycle:
             send_event=True,
         )
         self._events: dict[str, Event] = dict(self.machine.events)
+        #: trigger -> the machine's event (``events[trigger].trigger(step)`` is :meth:`fire`).
+        self.events: Mapping[str, Event] = self._events
         #: trigger -> statuses it is valid from, read off the machine's own table.
         self.sources: dict[str, frozenset[str]] = {
             name: frozenset(event.transitions) for name, event in self._events.items()

@@ -9,7 +9,15 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 from runflow._convert import unstructure
-from runflow._model import ACTIVE_STATUSES, TERMINAL_STATUSES, RunObject, RunStatus, evolve_run
+from runflow._model import (
+    ACTIVE_STATUSES,
+    TERMINAL_STATUSES,
+    RequiredAction,
+    RunObject,
+    RunStatus,
+    SubmitToolOutputs,
+    evolve_run,
+)
 from runflow.exceptions import ThreadBusyError
 from runflow.stores._base import Change, ClaimStep, JournalEntry, StoredRun
 
@@ -26,11 +34,59 @@ _QUEUED = RunStatus.QUEUED
 _COMPACT_AFTER = 1024
 
 # A run's journal is one flat list, so that journaling allocates no container per
-# entry (each one would count towards, and slow, CPython's cyclic GC): its first record,
-# then for each entry: sequence, at, trigger, worker, from, to (plain strings), the
-# number of changed fields besides ``status``, and that many name, value pairs.
+# entry (each one would count towards, and slow, CPython's cyclic GC). Its head is the
+# run's first record; then for each entry: sequence, at, trigger, worker, from, to
+# (plain strings), the number n of fields the change set, n names and n values.
+#
+# The head of a run the engine created is not the record but its ``expires_at`` (an
+# int): every other field of a fresh run is either one that no transition of the
+# lifecycle touches (so it still reads as at creation on the live record) or null
+# (_FRESH), so the first record is derived on demand from the live one. A change to any
+# other field (``modify``'s metadata) stores the first record first. This keeps one
+# whole record (a GC-tracked object and its dict) off every live run.
+#
+# A ``required_action`` value of the usual shape is journaled as its tool calls (a
+# tuple), and rebuilt on reading: two fewer GC-tracked objects kept per run.
 _Journal = list[Any]
 _STATUS_OF: dict[str | None, RunStatus | None] = {None: None, **{s.value: s for s in RunStatus}}
+#: Fields null on a fresh queued run, and reset to null to derive its first record.
+_FRESH: dict[str, Any] = dict.fromkeys(
+    (
+        "started_at",
+        "cancelled_at",
+        "failed_at",
+        "completed_at",
+        "required_action",
+        "last_error",
+        "incomplete_details",
+        "usage",
+    )
+)
+#: Fields whose first value a derived head knows: the fresh ones, status, expires_at.
+_DERIVABLE: frozenset[str] = frozenset((*_FRESH, "status", "expires_at"))
+_ACTIVE: dict[RunStatus, bool] = {s: s in ACTIVE_STATUSES for s in RunStatus}
+_TERMINAL = TERMINAL_STATUSES
+
+
+def _head(run: StoredRun) -> Any:
+    """The head of a new run's journal: its expires_at when derivable, else the record."""
+    record = run.record
+    fields = record.__dict__
+    if (
+        run.observed
+        or record.status is not _QUEUED
+        or type(record.expires_at) is not int
+        or any(fields[name] is not None for name in _FRESH)
+    ):
+        return record
+    return record.expires_at
+
+
+def _first(head: Any, live: RunObject) -> RunObject:
+    """The first record of a run, from its journal head and a record of it."""
+    if type(head) is not int:
+        return typing.cast("RunObject", head)
+    return evolve_run(live, {**_FRESH, "status": _QUEUED, "expires_at": head})
 
 
 @typing.final
@@ -125,37 +181,44 @@ class MemoryStore:
             if not run.observed:
                 self._index(rid, None, run)
             self._track(run)
-            return self._append(rid, change, first=True)
+            order = self._order
+            order.append(rid)
+            sequence = len(order)
+            if self._keep_journal:
+                self._journals[rid] = [_head(run)]
+                self._journal(self._journals[rid], sequence, change, None)
+            return sequence
 
     def commit(self, old: StoredRun, new: StoredRun, change: Change | None) -> int | None:
         """Replace ``old`` by ``new`` if its version still matches; journal ``change``."""
-        rid = old.record.id
+        before, after = old.record, new.record
+        rid = before.id
         with self._lock:
             runs = self._runs
             current = runs.get(rid)
             if current is None or current.version != old.version:
                 return None
-            before, after = old.record, new.record
-            if (
-                not new.observed
-                and after.status in ACTIVE_STATUSES
-                and before.status not in ACTIVE_STATUSES
-            ):
-                holder = self._threads.setdefault(after.thread_id, rid)
-                if holder != rid:
-                    raise ThreadBusyError(after.thread_id, holder)
-            runs[rid] = new
-            if not new.observed and (
-                before.status is not after.status
-                or new.lease_until is not None
-                or old.lease_until is not None
-            ):
+            if new.observed:
+                pass
+            elif after.status is not before.status:
+                if _ACTIVE[after.status] and not _ACTIVE[before.status]:
+                    self._hold_thread(after, rid)
                 self._index(rid, old, new)
+            elif new.lease_until is not None or old.lease_until is not None:
+                self._index(rid, old, new)
+            runs[rid] = new
             if after.expires_at != before.expires_at:
                 if before.expires_at is not None:
                     self._forget_deadline()
                 self._track(new)
-            return 0 if change is None else self._append(rid, change, first=False)
+            if change is None:
+                return 0
+            order = self._order
+            order.append(rid)
+            sequence = len(order)
+            if self._keep_journal:
+                self._journal(self._journals[rid], sequence, change, before)
+            return sequence
 
     def claim(
         self,
@@ -172,10 +235,15 @@ class MemoryStore:
                 for rid in list(self._queued)[: max(limit, 0)]
             ]
             out: list[tuple[StoredRun, int]] = []
+            order = self._order
             for rid, old, new, change in steps:
                 self._runs[rid] = new
                 self._restatus(rid, old, new)
-                out.append((new, self._append(rid, change, first=False)))
+                order.append(rid)
+                sequence = len(order)
+                if self._keep_journal:
+                    self._journal(self._journals[rid], sequence, change, old.record)
+                out.append((new, sequence))
         return out
 
     def _restatus(self, rid: str, old: StoredRun, new: StoredRun) -> None:
@@ -188,14 +256,26 @@ class MemoryStore:
                 self._forget_deadline()
             self._track(new)
 
+    def _hold_thread(self, record: RunObject, rid: str) -> None:
+        """Make ``rid`` its thread's active run, unless another holds it (lock held)."""
+        holder = self._threads.setdefault(record.thread_id, rid)
+        if holder != rid:
+            raise ThreadBusyError(record.thread_id, holder)
+
     def _index(self, rid: str, old: StoredRun | None, new: StoredRun) -> None:
         """The queue, lease, cancelling and thread indexes of a local run (lock held)."""
         status = new.record.status
-        if old is None or old.record.status is not status:
-            if old is not None:
-                self._status_index(old.record.status).pop(rid, None)
-            self._status_index(status)[rid] = None
-            if status in TERMINAL_STATUSES:
+        was = None if old is None else old.record.status
+        if was is not status:
+            if was is _QUEUED:
+                self._queued.pop(rid, None)
+            elif was is _CANCELLING:
+                self._cancelling.pop(rid, None)
+            if status is _QUEUED:
+                self._queued[rid] = None
+            elif status is _CANCELLING:
+                self._cancelling[rid] = None
+            elif status in _TERMINAL:
                 thread = new.record.thread_id
                 if self._threads.get(thread) == rid:
                     del self._threads[thread]
@@ -204,24 +284,12 @@ class MemoryStore:
         elif old is not None and old.lease_until is not None:
             self._leased.pop(rid, None)
 
-    def _status_index(self, status: RunStatus) -> dict[str, None]:
-        """The index of runs in ``status`` (a scratch dict for unindexed statuses)."""
-        if status is _QUEUED:
-            return self._queued
-        if status is _CANCELLING:
-            return self._cancelling
-        return {}
-
-    def _append(self, rid: str, change: Change, *, first: bool) -> int:
-        """Journal ``change`` (lock held); return its sequence."""
-        order = self._order
-        order.append(rid)
-        sequence = len(order)
-        if not self._keep_journal:
-            return sequence
-        journal = self._journals.get(rid)
-        if journal is None:
-            journal = self._journals[rid] = [change.run]
+    @staticmethod
+    def _journal(journal: _Journal, sequence: int, change: Change, old: RunObject | None) -> None:
+        """Append ``change`` to a run's journal (lock held); ``old``: the run before it."""
+        changes = change.changes
+        if old is not None and type(journal[0]) is int and not changes.keys() <= _DERIVABLE:
+            journal[0] = _first(journal[0], old)  # the head can no longer be derived
         before = change.from_status
         journal += (
             sequence,
@@ -230,15 +298,21 @@ class MemoryStore:
             change.worker,
             None if before is None else before._value_,
             change.to_status._value_,
-            0,
+            len(changes),
         )
-        if not first:
-            count = len(journal) - 1
-            for name, value in change.changes.items():
-                if name != "status":
-                    journal += (name, value)
-            journal[count] = (len(journal) - count - 1) // 2
-        return sequence
+        journal += changes
+        at = len(journal)
+        journal += changes.values()
+        action = changes.get("required_action")
+        if type(action) is RequiredAction:
+            kind: Any = action.type  # checked: the journal rebuilds exactly this shape
+            outputs: Any = action.submit_tool_outputs
+            if (
+                kind == "submit_tool_outputs"
+                and type(outputs) is SubmitToolOutputs
+                and type(outputs.tool_calls) is tuple
+            ):
+                journal[at + list(changes).index("required_action")] = outputs.tool_calls
 
     def _track(self, run: StoredRun) -> None:
         record = run.record
@@ -276,10 +350,12 @@ class MemoryStore:
                 index.pop(run_id, None)
             if self._threads.get(run.record.thread_id) == run_id:
                 del self._threads[run.record.thread_id]
-            if run_id in self._journals:
-                for entry in self.history(run_id):
-                    self._order[entry.sequence - 1] = None
-                del self._journals[run_id]
+            journal = self._journals.pop(run_id, None)
+            if journal is not None:
+                i = 1
+                while i < len(journal):
+                    self._order[journal[i] - 1] = None
+                    i += 7 + 2 * journal[i + 6]
             if run.record.expires_at is not None:
                 self._forget_deadline()
 
@@ -343,20 +419,26 @@ class MemoryStore:
 
     def history(self, run_id: str) -> list[JournalEntry]:
         """The journal of one run, oldest first."""
-        journal = self._journals.get(run_id)
-        if journal is None:
-            return []
-        flat = list(journal)
+        with self._lock:
+            journal = self._journals.get(run_id)
+            stored = self._runs.get(run_id)
+            if journal is None or stored is None:
+                return []
+            flat = list(journal)
         out: list[JournalEntry] = []
-        run: RunObject = flat[0]
+        run = _first(flat[0], stored.record)
         i = 1
         while i < len(flat):
             sequence, at, trigger, worker, before, after, count = flat[i : i + 7]
             i += 7
-            changes = dict(
-                zip(flat[i : i + 2 * count : 2], flat[i + 1 : i + 2 * count : 2], strict=True)
-            )
+            changes = dict(zip(flat[i : i + count], flat[i + count : i + 2 * count], strict=True))
             i += 2 * count
+            changes.pop("status", None)
+            action = changes.get("required_action")
+            if type(action) is tuple:
+                changes["required_action"] = RequiredAction(
+                    submit_tool_outputs=SubmitToolOutputs(tool_calls=action)
+                )
             status = _STATUS_OF[after]
             assert status is not None  # noqa: S101 - every entry has a status
             if changes or status is not run.status:
