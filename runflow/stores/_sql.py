@@ -137,17 +137,44 @@ def _indexes(t: Tables, *, local: str) -> list[str]:
     ]
 
 
+#: SQLite's run columns whose indexes a transition may touch (see :func:`sqlite_ddl`),
+#: in the order of the bits of :func:`runflow.stores._sqlite`'s update statements.
+SQLITE_INDEXED: Final = ("status", "since", "expires_at", "lease_until", "observed", "active")
+
+
 def sqlite_ddl(t: Tables) -> list[str]:
-    """The statements that create the SQLite schema (idempotent)."""
+    """
+    The statements that create the SQLite schema (idempotent).
+
+    Every commit at ``synchronous=FULL`` writes each b-tree page it dirtied to the
+    WAL and syncs it, so the schema keeps the pages a transition dirties few:
+
+    - ``position`` (the sequence of the run's first journal entry) is the rowid of
+      ``runflow_runs``: new runs append, and no separate position index.
+    - ``active`` (1 while the run is local and active, else 0, kept true by a CHECK)
+      is the only column of the thread lock's WHERE: the lock's index entry is
+      written when a run starts or stops being active, not on every status change.
+    - The journal has no per-run index: each entry links the run's previous one
+      (``prev``) and the run row names its last (``last_sequence``), so a history is
+      a walk down that chain. Sequences are ``max(sequence) + 1`` (no AUTOINCREMENT,
+      whose ``sqlite_sequence`` row is another page per commit); a discard first
+      raises ``runflow_schema.sequence_floor`` to the highest sequence, and the next
+      sequence is above it too, so sequences never repeat or go back.
+    """
+    local = "observed = 0"
     return [
-        f"CREATE TABLE IF NOT EXISTS {t.schema} (version INTEGER NOT NULL, runflow TEXT NOT NULL)",
+        (
+            f"CREATE TABLE IF NOT EXISTS {t.schema} (version INTEGER NOT NULL, "
+            "runflow TEXT NOT NULL, sequence_floor INTEGER NOT NULL DEFAULT 0)"
+        ),
         f"""CREATE TABLE IF NOT EXISTS {t.runs} (
-            id TEXT PRIMARY KEY,
-            position INTEGER NOT NULL,
+            position INTEGER PRIMARY KEY,
+            id TEXT NOT NULL,
             thread_id TEXT NOT NULL,
             assistant_id TEXT NOT NULL,
             status TEXT NOT NULL,
             observed INTEGER NOT NULL,
+            active INTEGER NOT NULL,
             version INTEGER NOT NULL,
             created_at INTEGER NOT NULL,
             since INTEGER NOT NULL,
@@ -157,10 +184,13 @@ def sqlite_ddl(t: Tables) -> list[str]:
             accrued_prompt INTEGER,
             accrued_completion INTEGER,
             accrued_total INTEGER,
-            record TEXT NOT NULL
+            last_sequence INTEGER NOT NULL,
+            record TEXT NOT NULL,
+            CHECK (active = ({ACTIVE_SQL} AND {local}))
         )""",
         f"""CREATE TABLE IF NOT EXISTS {t.journal} (
-            sequence INTEGER PRIMARY KEY AUTOINCREMENT,
+            sequence INTEGER PRIMARY KEY,
+            prev INTEGER,
             run_id TEXT NOT NULL,
             at INTEGER NOT NULL,
             trigger TEXT NOT NULL,
@@ -170,7 +200,29 @@ def sqlite_ddl(t: Tables) -> list[str]:
             changes TEXT NOT NULL,
             run TEXT NOT NULL
         )""",
-        *_indexes(t, local="observed = 0"),
+        f"CREATE UNIQUE INDEX IF NOT EXISTS runflow_runs_id ON {t.runs} (id)",
+        # One local active run per thread (LIFECYCLE R1.3), across every process.
+        (
+            f"CREATE UNIQUE INDEX IF NOT EXISTS runflow_runs_thread_active ON {t.runs} "
+            "(thread_id) WHERE active = 1"
+        ),
+        (
+            f"CREATE INDEX IF NOT EXISTS runflow_runs_queue ON {t.runs} (since, created_at, id) "
+            f"WHERE status = 'queued' AND {local}"
+        ),
+        (
+            f"CREATE INDEX IF NOT EXISTS runflow_runs_due ON {t.runs} (expires_at) "
+            f"WHERE expires_at IS NOT NULL AND {local}"
+        ),
+        (
+            f"CREATE INDEX IF NOT EXISTS runflow_runs_lease ON {t.runs} (lease_until) "
+            f"WHERE status = 'in_progress' AND {local}"
+        ),
+        (
+            f"CREATE INDEX IF NOT EXISTS runflow_runs_cancelling ON {t.runs} (since) "
+            f"WHERE status = 'cancelling' AND {local}"
+        ),
+        f"CREATE INDEX IF NOT EXISTS runflow_runs_thread ON {t.runs} (thread_id, position)",
     ]
 
 

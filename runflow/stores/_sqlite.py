@@ -16,6 +16,7 @@ from runflow._model import RunObject
 from runflow.exceptions import StoreError, ThreadBusyError
 from runflow.stores import _sql
 from runflow.stores._base import (
+    ACTIVE_VALUES,
     SCHEMA_VERSION,
     Change,
     ClaimStep,
@@ -30,26 +31,40 @@ _T = TypeVar("_T")
 _RUNS = "runflow_runs"
 _JOURNAL = "runflow_journal"
 _COLS = _sql.RUN_COLUMNS
-_ACTIVE = _sql.ACTIVE_SQL
 
 _GET = f"SELECT {_COLS} FROM {_RUNS} WHERE id = ?"
 _INSERT_RUN = (
-    f"INSERT INTO {_RUNS} (id, position, thread_id, assistant_id, created_at, observed, status, "
-    "version, since, expires_at, worker, lease_until, accrued_prompt, accrued_completion, "
-    "accrued_total, record) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    f"INSERT INTO {_RUNS} (id, position, last_sequence, thread_id, assistant_id, created_at, "
+    "observed, active, status, version, since, expires_at, worker, lease_until, accrued_prompt, "
+    "accrued_completion, accrued_total, record) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
-_INSERT_JOURNAL = (
-    f"INSERT INTO {_JOURNAL} (run_id, at, trigger, from_status, to_status, worker, changes, run) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+#: The next sequence: above every entry and above the floor discards leave.
+_NEXT_SEQUENCE = (
+    "(SELECT max(ifnull(max(sequence_floor), 0), "
+    f"ifnull((SELECT max(sequence) FROM {_JOURNAL}), 0)) + 1 FROM runflow_schema)"
 )
-_UPDATE = (
-    f"UPDATE {_RUNS} SET status = ?, version = ?, since = ?, expires_at = ?, worker = ?, "
-    "lease_until = ?, accrued_prompt = ?, accrued_completion = ?, accrued_total = ?, "
-    "record = ?, observed = ? WHERE id = ? AND version = ?"
+#: A run's first entry (``prev`` NULL).
+_INSERT_FIRST = (
+    f"INSERT INTO {_JOURNAL} (sequence, prev, run_id, at, trigger, from_status, to_status, "
+    f"worker, changes, run) VALUES ({_NEXT_SEQUENCE}, NULL, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+#: A later entry, linked to the run's last one.
+_INSERT_NEXT = (
+    f"INSERT INTO {_JOURNAL} (sequence, prev, run_id, at, trigger, from_status, to_status, "
+    f"worker, changes, run) VALUES ({_NEXT_SEQUENCE}, "
+    f"(SELECT last_sequence FROM {_RUNS} WHERE id = ?1), ?1, ?, ?, ?, ?, ?, ?, ?)"
+)
+#: The sequences of a run's entries: down the ``prev`` chain from its last one.
+_CHAIN = (
+    "WITH RECURSIVE chain(s) AS ("
+    f"SELECT last_sequence FROM {_RUNS} WHERE id = ? "
+    f"UNION ALL SELECT j.prev FROM {_JOURNAL} AS j JOIN chain ON j.sequence = chain.s "
+    "WHERE j.prev IS NOT NULL) "
 )
 _BUSY = (
     f"SELECT id FROM {_RUNS} INDEXED BY runflow_runs_thread_active "
-    f"WHERE thread_id = ? AND {_ACTIVE} AND observed = 0 AND id != ? LIMIT 1"
+    "WHERE thread_id = ? AND active = 1 AND id != ? LIMIT 1"
 )
 _CLAIM = (
     f"SELECT {_COLS} FROM {_RUNS} INDEXED BY runflow_runs_queue "
@@ -73,7 +88,16 @@ _STUCK_CANCELLING = (
     f"SELECT id FROM {_RUNS} INDEXED BY runflow_runs_cancelling "
     "WHERE status = 'cancelling' AND since <= ? AND observed = 0 ORDER BY since LIMIT ?"
 )
-_HISTORY = f"SELECT {_sql.JOURNAL_COLUMNS} FROM {_JOURNAL} WHERE run_id = ? ORDER BY sequence"
+_HISTORY = (
+    f"{_CHAIN}SELECT {_sql.JOURNAL_COLUMNS} FROM {_JOURNAL} "
+    "WHERE sequence IN (SELECT s FROM chain) ORDER BY sequence"
+)
+_DISCARD_FLOOR = (
+    "UPDATE runflow_schema SET sequence_floor = "
+    f"max(sequence_floor, ifnull((SELECT max(sequence) FROM {_JOURNAL}), 0)) "
+    f"WHERE EXISTS (SELECT 1 FROM {_RUNS} WHERE id = ?)"
+)
+_DISCARD_JOURNAL = f"{_CHAIN}DELETE FROM {_JOURNAL} WHERE sequence IN (SELECT s FROM chain)"
 _JOURNAL_AFTER = (
     f"SELECT {_sql.JOURNAL_COLUMNS} FROM {_JOURNAL} WHERE sequence > ? ORDER BY sequence LIMIT ?"
 )
@@ -202,6 +226,35 @@ class SQLiteStore:
         except sqlite3.OperationalError as exc:
             raise self._error("read", exc) from exc
 
+    def _apply(self, fn: Callable[..., _T], *args: Any) -> _T:
+        """
+        ``fn(conn, *args)`` in one write transaction (what :meth:`_write` does, without
+        a generator's cost on the hot path).
+        """
+        if self._shared is not None:
+            with self._lock:
+                return self._apply_on(self._shared, fn, args)
+        return self._apply_on(self._conn(), fn, args)
+
+    def _apply_on(
+        self, conn: sqlite3.Connection, fn: Callable[..., _T], args: tuple[Any, ...]
+    ) -> _T:
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            raise self._error("begin a write", exc) from exc
+        try:
+            result = fn(conn, *args)
+        except BaseException:
+            conn.rollback()
+            raise
+        try:
+            conn.execute("COMMIT")
+        except sqlite3.OperationalError as exc:  # pragma: no cover - disk full, I/O error
+            conn.rollback()
+            raise self._error("commit", exc) from exc
+        return result
+
     def _error(self, what: str, exc: sqlite3.Error) -> StoreError:
         return StoreError(f"SQLite store {self._path}: cannot {what}: {exc}", url=self.url)
 
@@ -243,7 +296,13 @@ class SQLiteStore:
 
     def get(self, run_id: str) -> StoredRun | None:
         """The stored run, or None."""
-        row = self._read(lambda c: c.execute(_GET, (run_id,)).fetchone())
+        if self._shared is None:
+            try:
+                row = self._conn().execute(_GET, (run_id,)).fetchone()
+            except sqlite3.OperationalError as exc:
+                raise self._error("read", exc) from exc
+        else:
+            row = self._read(lambda c: c.execute(_GET, (run_id,)).fetchone())
         return None if row is None else _sql.stored_from_row(row, self._cache)
 
     def insert(self, run: StoredRun, change: Change) -> int:
@@ -258,21 +317,19 @@ class SQLiteStore:
         record = run.record
         text = _sql.record_json(record)
         snapshot = text if change.run is record else _sql.record_json(change.run)
-        params = (
-            record.id,
+        tail = (
             record.thread_id,
             record.assistant_id,
             record.created_at,
             int(run.observed),
+            _active(run),
             *_sql.run_params(run, text),
         )
         for _ in range(_BUSY_RETRIES):
             try:
-                with self._write() as conn:
-                    sequence = _lastrowid(
-                        conn.execute(_INSERT_JOURNAL, _sql.journal_params(change, snapshot))
-                    )
-                    conn.execute(_INSERT_RUN, (params[0], sequence, *params[1:]))
+                sequence = self._apply(
+                    _insert, record.id, _sql.journal_params(change, snapshot), tail
+                )
                 self._cache.put(record.id, text, record)
             except sqlite3.IntegrityError as exc:
                 if f"{_RUNS}.id" in str(exc):
@@ -309,15 +366,15 @@ class SQLiteStore:
         text = _sql.record_json(new.record)
         for _ in range(_BUSY_RETRIES):
             try:
-                with self._write() as conn:
-                    sequence = _commit(conn, old, new, change, text)
+                sequence = self._apply(_commit, old, new, change, text)
+            except _LostError:
+                return None
             except sqlite3.IntegrityError as exc:
                 busy = self._busy(new, exc)
                 if busy is not None:
                     raise busy from None
             else:
-                if sequence is not None:
-                    self._cache.put(new.record.id, text, new.record)
+                self._cache.put(new.record.id, text, new.record)
                 return sequence
         raise ThreadBusyError(new.record.thread_id, "")  # pragma: no cover - a thread churning
 
@@ -339,10 +396,11 @@ class SQLiteStore:
                     old = _sql.stored_from_row(row, self._cache)
                     new, change = step(old)
                     text = _sql.record_json(new.record)
-                    sequence = _commit(conn, old, new, change, text)
-                    if sequence is None:  # pragma: no cover - we hold the write lock
+                    try:
+                        sequence = _commit(conn, old, new, change, text)
+                    except _LostError:  # pragma: no cover - we hold the write lock
                         msg = f"run {old.record.id} changed under the write lock"
-                        raise StoreError(msg, url=self.url)
+                        raise StoreError(msg, url=self.url) from None
                     out.append((new, sequence))
                     written.append((new.record, text))
         except sqlite3.IntegrityError as exc:  # pragma: no cover - a step that breaks R1.3
@@ -413,7 +471,8 @@ class SQLiteStore:
     def discard(self, run_id: str) -> None:
         """Forget a run and its journal (no error if unknown)."""
         with self._write() as conn:
-            conn.execute(f"DELETE FROM {_JOURNAL} WHERE run_id = ?", (run_id,))
+            conn.execute(_DISCARD_FLOOR, (run_id,))  # sequences never go back
+            conn.execute(_DISCARD_JOURNAL, (run_id,))
             conn.execute(f"DELETE FROM {_RUNS} WHERE id = ?", (run_id,))
         self._cache.drop(run_id)
 
@@ -446,17 +505,106 @@ def _lastrowid(cursor: sqlite3.Cursor) -> int:
     return rowid
 
 
+def _insert(
+    conn: sqlite3.Connection, run_id: str, entry: tuple[Any, ...], tail: tuple[Any, ...]
+) -> int:
+    """A run's first journal entry, then its row (``position``: the entry's sequence)."""
+    sequence = _lastrowid(conn.execute(_INSERT_FIRST, entry))
+    conn.execute(_INSERT_RUN, (run_id, sequence, sequence, *tail))
+    return sequence
+
+
+class _LostError(Exception):
+    """The compare-and-set lost: roll the transaction (and its journal entry) back."""
+
+
+_ACTIVE_STATUSES: frozenset[str] = frozenset(ACTIVE_VALUES)
+#: The UPDATE of each combination of changed indexed columns (bits: see _commit).
+_UPDATES: dict[int, str] = {}
+
+
+def _update_sql(mask: int) -> str:
+    """
+    The compare-and-set UPDATE that sets the unindexed columns and only the indexed
+    ones in ``mask``: SQLite rewrites the entries of an index whose columns (or
+    WHERE columns) an UPDATE sets, even to the same value, and every page it
+    dirties is one more page written and synced per commit.
+    """
+    sql = _UPDATES.get(mask)
+    if sql is None:
+        sets = [
+            (
+                "version = ?, worker = ?, accrued_prompt = ?, accrued_completion = ?, "
+                "accrued_total = ?, record = ?"
+            )
+        ]
+        sets.extend(
+            f"{column} = ?"
+            for bit, column in enumerate((*_sql.SQLITE_INDEXED, "last_sequence"))
+            if mask & (1 << bit)
+        )
+        sql = f"UPDATE {_RUNS} SET {', '.join(sets)} WHERE id = ? AND version = ?"
+        _UPDATES[mask] = sql
+    return sql
+
+
+def _active(stored: StoredRun) -> int:
+    """The ``active`` column: 1 for a local active run (the thread lock holds it)."""
+    return int(not stored.observed and stored.record.status.value in _ACTIVE_STATUSES)
+
+
+def _changed_indexed(old: StoredRun, new: StoredRun, params: list[Any]) -> int:
+    """Append the new values of the indexed columns that changed; return their bits."""
+    before, after = old.record, new.record
+    mask = 0
+    if before.status is not after.status:
+        mask = 1
+        params.append(after.status.value)
+    if old.since != new.since:
+        mask |= 2
+        params.append(new.since)
+    if before.expires_at != after.expires_at:
+        mask |= 4
+        params.append(after.expires_at)
+    if old.lease_until != new.lease_until:
+        mask |= 8
+        params.append(new.lease_until)
+    if old.observed != new.observed:
+        mask |= 16
+        params.append(int(new.observed))
+    if mask & 17:  # the status or observed changed: maybe the thread lock
+        active = _active(new)
+        if active != _active(old):
+            mask |= 32
+            params.append(active)
+    return mask
+
+
 def _commit(
     conn: sqlite3.Connection, old: StoredRun, new: StoredRun, change: Change | None, text: str
-) -> int | None:
-    """The compare-and-set and the journal entry, inside an open write transaction."""
-    cursor = conn.execute(
-        _UPDATE,
-        (*_sql.run_params(new, text), int(new.observed), old.record.id, old.version),
-    )
-    if cursor.rowcount == 0:
-        return None
-    if change is None:
-        return 0
-    snapshot = text if change.run is new.record else _sql.record_json(change.run)
-    return _lastrowid(conn.execute(_INSERT_JOURNAL, _sql.journal_params(change, snapshot)))
+) -> int:
+    """
+    The journal entry and the compare-and-set, inside an open write transaction;
+    the entry's sequence (0 without one).
+
+    Raises:
+        _LostError: the stored version is not ``old.version`` (roll back: the entry goes too).
+    """
+    before, after = old.record, new.record
+    accrued = new.accrued
+    params: list[Any] = [new.version, new.worker]
+    if accrued is None:
+        params += (None, None, None, text)
+    else:
+        params += (accrued.prompt_tokens, accrued.completion_tokens, accrued.total_tokens, text)
+    mask = _changed_indexed(old, new, params)
+    sequence = 0
+    if change is not None:
+        snapshot = text if change.run is after else _sql.record_json(change.run)
+        sequence = _lastrowid(conn.execute(_INSERT_NEXT, _sql.journal_params(change, snapshot)))
+        mask |= 64
+        params.append(sequence)
+    params += (before.id, old.version)
+    if conn.execute(_update_sql(mask), params).rowcount == 0:
+        raise _LostError
+    return sequence
