@@ -10,16 +10,8 @@ back is also checked against run_object.schema.json.
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import queue
-import subprocess
-import sys
-import tempfile
-import threading
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import attrs
@@ -34,8 +26,8 @@ from runflow import Engine
 from runflow.server import create_app
 from runflow.server._cli import scripts_for
 from runflow.testing import FakeClock, openai_client
+from tests.serving import ROOT, serving
 
-ROOT = Path(__file__).resolve().parents[1]
 RUN_SCHEMA = json.loads(
     (ROOT.parent / "shared" / "spec" / "run_object.schema.json").read_text(encoding="utf-8")
 )
@@ -83,43 +75,6 @@ class Sdk:
 
     def thread(self) -> str:
         return str(self.client.beta.threads.create().id)
-
-
-@contextlib.contextmanager
-def serving(*options: str, env: dict[str, str] | None = None) -> Iterator[str]:
-    """
-    ``runflow serve`` (as ``python -m runflow.server``) on 127.0.0.1 and a free port,
-    in a subprocess that stops by itself after 5 minutes at most; yields its base URL.
-    """
-    args = [sys.executable, "-m", "runflow.server", "--port", "0", "--exit-after", "300"]
-    environ = {k: v for k, v in os.environ.items() if k != "RUNFLOW_API_KEY"}
-    environ.update(env or {})
-    with (
-        tempfile.TemporaryFile("w+") as errors,
-        subprocess.Popen(  # noqa: S603 - our own module
-            [*args, *options],
-            stdout=subprocess.PIPE,
-            stderr=errors,
-            text=True,
-            env=environ,
-            cwd=ROOT,
-        ) as proc,
-    ):
-        lines: queue.Queue[str] = queue.Queue()
-        out = proc.stdout
-        assert out is not None
-        threading.Thread(target=lambda: lines.put(out.readline()), daemon=True).start()
-        try:
-            line = lines.get(timeout=30)
-            assert "listening on http://127.0.0.1:" in line, (line, errors.seek(0), errors.read())
-            yield line.split("listening on ", 1)[1].strip()
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:  # pragma: no cover - a stuck server
-                proc.kill()
-                proc.wait(timeout=10)
 
 
 @pytest.fixture(name="served", scope="module")

@@ -2,16 +2,9 @@
 
 from __future__ import annotations
 
-import contextlib
-import os
-import queue
 import socket
 import subprocess
 import sys
-import tempfile
-import threading
-from collections.abc import Iterator
-from pathlib import Path
 
 import click
 import openai
@@ -21,42 +14,10 @@ from click.testing import CliRunner
 from runflow.server import _cli
 from runflow.server._cli import SCENARIO_KEY, VirtualClock, scripts_for, serve
 from runflow.testing import SCENARIOS, Script, ScriptMap
+from tests.serving import ROOT, serving
 
-ROOT = Path(__file__).resolve().parents[1]
 #: For ``--scenario tests.test_server_cli:CUSTOM`` (module:attribute form).
 CUSTOM = Script().fail("invalid_prompt")
-
-
-@contextlib.contextmanager
-def serving(*options: str, env: dict[str, str] | None = None) -> Iterator[str]:
-    """``python -m runflow.server --port 0`` in a subprocess (stops by itself within
-    two minutes); yields its base URL."""
-    args = [sys.executable, "-m", "runflow.server", "--port", "0", "--exit-after", "120"]
-    environ = {k: v for k, v in os.environ.items() if k != "RUNFLOW_API_KEY"}
-    environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), environ.get("PYTHONPATH")]))
-    environ.update(env or {})
-    with (
-        tempfile.TemporaryFile("w+") as errors,
-        subprocess.Popen(  # noqa: S603 - our own module
-            [*args, *options],
-            stdout=subprocess.PIPE,
-            stderr=errors,
-            text=True,
-            env=environ,
-            cwd=ROOT,
-        ) as proc,
-    ):
-        lines: queue.Queue[str] = queue.Queue()
-        out = proc.stdout
-        assert out is not None
-        threading.Thread(target=lambda: lines.put(out.readline()), daemon=True).start()
-        try:
-            line = lines.get(timeout=30)
-            assert "listening on http://127.0.0.1:" in line, line
-            yield line.split("listening on ", 1)[1].strip()
-        finally:
-            proc.terminate()
-            proc.wait(timeout=10)
 
 
 class TestScenarios:
