@@ -20,6 +20,7 @@ from runflow._events import RunEvent
 from runflow._machine import ASSISTANTS_RUN, Enter, Lifecycle, Step
 from runflow._model import (
     ACTIVE_STATUSES,
+    STATUS_BY_VALUE,
     TERMINAL_STATUSES,
     IncompleteDetails,
     IncompleteReason,
@@ -74,7 +75,6 @@ RunRef = str | RunObject
 Subscriber = Callable[[RunEvent], object]
 
 _ZERO = Usage(prompt_tokens=0, completion_tokens=0, total_tokens=0)
-_STATUS: dict[str, RunStatus] = {s.value: s for s in RunStatus}
 _PLAIN: dict[str, str] = {s.value: s.value for s in RunStatus}  # log plain JSON strings
 _EVENT: dict[str, str] = {s.value: f"thread.run.{s.value}" for s in RunStatus}
 #: status -> the exclusive fields (non-null in one other status only) to clear on entry
@@ -101,7 +101,7 @@ def _enter(step: Step, effects: Enter) -> None:
     """
     changes = step.changes
     dest = step.state
-    changes["status"] = _STATUS[dest]
+    changes["status"] = STATUS_BY_VALUE[dest]
     if effects.stamp is not None:
         changes[effects.stamp] = step.now
     fields = step.run.__dict__

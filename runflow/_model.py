@@ -91,6 +91,8 @@ TERMINAL_STATUSES: frozenset[RunStatus] = frozenset(
         RunStatus.INCOMPLETE,
     }
 )
+#: Wire value -> status, for code that reads statuses back from plain strings.
+STATUS_BY_VALUE: dict[str, RunStatus] = {s.value: s for s in RunStatus}
 #: The statuses in which a run still moves and holds its thread (LIFECYCLE R1.2, R1.3).
 ACTIVE_STATUSES: frozenset[RunStatus] = frozenset(RunStatus) - TERMINAL_STATUSES
 

@@ -11,6 +11,7 @@ from typing import Any
 from runflow._convert import unstructure
 from runflow._model import (
     ACTIVE_STATUSES,
+    STATUS_BY_VALUE,
     TERMINAL_STATUSES,
     RequiredAction,
     RunObject,
@@ -48,7 +49,6 @@ _COMPACT_AFTER = 1024
 # A ``required_action`` value of the usual shape is journaled as its tool calls (a
 # tuple), and rebuilt on reading: two fewer GC-tracked objects kept per run.
 _Journal = list[Any]
-_STATUS_OF: dict[str | None, RunStatus | None] = {None: None, **{s.value: s for s in RunStatus}}
 #: Fields null on a fresh queued run, and reset to null to derive its first record.
 _FRESH: dict[str, Any] = dict.fromkeys(
     (
@@ -439,8 +439,7 @@ class MemoryStore:
                 changes["required_action"] = RequiredAction(
                     submit_tool_outputs=SubmitToolOutputs(tool_calls=action)
                 )
-            status = _STATUS_OF[after]
-            assert status is not None  # noqa: S101 - every entry has a status
+            status = STATUS_BY_VALUE[after]
             if changes or status is not run.status:
                 run = evolve_run(run, {**changes, "status": status})
             wire = {k: unstructure(v) for k, v in changes.items()}
@@ -450,7 +449,7 @@ class MemoryStore:
                     run_id=run_id,
                     at=at,
                     trigger=trigger,
-                    from_status=_STATUS_OF[before],
+                    from_status=None if before is None else STATUS_BY_VALUE[before],
                     to_status=status,
                     worker=worker,
                     changes={"status": after, **wire} if before != after else wire,

@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from typing import Any, Final
 
 from runflow._convert import unstructure
-from runflow._model import RunObject, RunStatus, Usage
+from runflow._model import STATUS_BY_VALUE, RunObject, Usage
 from runflow.exceptions import StoreError
 from runflow.stores._base import ACTIVE_VALUES, SCHEMA_VERSION, Change, JournalEntry, StoredRun
 
@@ -58,7 +58,6 @@ JOURNAL_COLUMNS: Final = (
 #: ``status IN (...)`` over the active statuses, as literals: partial indexes match it.
 ACTIVE_SQL: Final = "status IN (" + ", ".join(f"'{v}'" for v in ACTIVE_VALUES) + ")"
 
-_STATUS: Final[dict[str, RunStatus]] = {s.value: s for s in RunStatus}
 _encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), check_circular=False).encode
 _decode = json.JSONDecoder().decode
 
@@ -433,8 +432,8 @@ def entry_from_row(row: Sequence[Any]) -> JournalEntry:
         run_id=run_id,
         at=at,
         trigger=trigger,
-        from_status=None if from_status is None else _STATUS[from_status],
-        to_status=_STATUS[to_status],
+        from_status=None if from_status is None else STATUS_BY_VALUE[from_status],
+        to_status=STATUS_BY_VALUE[to_status],
         worker=worker,
         changes=_load(changes),
         run=RunObject.from_dict(_load(run)),
