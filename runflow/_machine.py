@@ -9,17 +9,19 @@ and drives a small private mutable :class:`Step` through it per transition with
 ``machine.events[name].trigger(step)``. Runs are never added to the machine as
 models, so nothing is retained per run.
 
-Speed: the stock ``Event``/``Transition``/``State`` classes of transitions do
-several logging calls, ``partial`` objects and callback-list walks per trigger. The
-subclasses below keep transitions' data model and semantics (the machine still
-decides whether a trigger is valid from its own table, still performs the status
-change with ``set_state`` and still runs the destination's ``on_enter`` callbacks)
-and drop the work that this machine never needs: it has no conditions, no
-``prepare``/``before``/``after`` callbacks, no queued mode and no exit callbacks.
+Speed: the stock ``Event.trigger`` of transitions does several logging calls,
+``partial`` objects, an ``EventData`` and callback-list walks per trigger. The
+``Event`` subclass below keeps transitions' data model and semantics (the machine
+still decides whether a trigger is valid from its own table, still moves the model
+to the transition's destination and still runs that state's ``on_enter``
+callbacks) and drops the work that this machine never needs: it has no conditions,
+no ``prepare``/``before``/``after`` callbacks, no queued mode and no exit
+callbacks, and its ``on_enter`` callbacks take the model itself.
 """
 
 from __future__ import annotations
 
+import functools
 import typing
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
@@ -27,7 +29,7 @@ from enum import Enum
 from typing import Any, Literal
 
 import attrs
-from transitions import Event, EventData, Machine, MachineError, State, Transition
+from transitions import Event, Machine, MachineError, State
 
 from runflow._model import RunStatus
 
@@ -180,42 +182,24 @@ class Step:
 # --- slim transitions classes ------------------------------------------------------------
 
 
-class _State(State):
-    def enter(self, event_data: EventData) -> None:
-        for func in self.on_enter:
-            func(event_data)  # type: ignore[operator] # callables only, never names
-
-
-class _Transition(Transition):
-    def execute(self, event_data: EventData) -> bool:
-        machine = event_data.machine
-        machine.set_state(self.dest, event_data.model)  # type: ignore[arg-type] # never internal
-        dest = machine.states[self.dest]  # type: ignore[index]
-        event_data.state = dest
-        dest.enter(event_data)
+class _Event(Event):
+    def trigger(self, model: Any, *args: Any, **kwargs: Any) -> bool:  # noqa: ARG002
+        # The table has one unconditional transition per (trigger, source): the
+        # machine's own transition moves the model and runs its destination's
+        # on_enter callbacks, which take the model itself (no EventData is built:
+        # nothing here reads one).
+        candidates = self.transitions.get(model.state)
+        if not candidates:
+            msg = f"Can't trigger event {self.name} from state {model.state}!"
+            raise MachineError(msg)
+        dest: str = candidates[0].dest  # type: ignore[assignment] # never internal (None)
+        model.state = dest
+        for func in self.machine.states[dest].on_enter:
+            func(model)  # type: ignore[operator] # callables only, never names
         return True
 
 
-class _Event(Event):
-    def trigger(self, model: Any, *args: Any, **kwargs: Any) -> bool:
-        state = model.state
-        candidates = self.transitions.get(state)
-        if not candidates:
-            msg = f"Can't trigger event {self.name} from state {state}!"
-            raise MachineError(msg)
-        machine = self.machine
-        event_data = EventData(machine.states[state], self, machine, model, args, kwargs)
-        for transition in candidates:
-            event_data.transition = transition
-            if transition.execute(event_data):
-                event_data.result = True
-                break
-        return bool(event_data.result)
-
-
 class _Machine(Machine):
-    state_cls = _State
-    transition_cls = _Transition
     event_cls = _Event
 
     def set_state(self, state: str | Enum | State, model: Any = None) -> None:
@@ -223,7 +207,7 @@ class _Machine(Machine):
         model.state = state
 
 
-EnterCallback = Callable[[Step, Enter], None]
+EnterCallback = Callable[[Enter, Step], None]
 
 
 @typing.final
@@ -246,9 +230,8 @@ class Lifecycle:
         self.profile = profile
         enter = profile.enter
 
-        def callback(status: str) -> Callable[[EventData], None]:
-            effects = enter[status]
-            return lambda event_data: on_enter(event_data.model, effects)  # type: ignore[arg-type]
+        def callback(status: str) -> Callable[[Step], None]:
+            return functools.partial(on_enter, enter[status])
 
         self.machine = _Machine(
             model=None,

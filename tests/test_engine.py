@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import itertools
+import os
 import re
 import threading
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -34,6 +36,7 @@ from runflow import (
     Usage,
     ValidationError,
 )
+from runflow._engine import new_run_id
 from runflow.testing import EventRecorder, FakeClock
 
 STATUSES = [s.value for s in RunStatus]
@@ -1001,6 +1004,42 @@ class TestIds:
         """A thousand runs get a thousand ids."""
         ids = {engine.create(thread_id=f"t{i}", assistant_id="a").id for i in range(1000)}
         assert len(ids) == 1000
+
+    def test_unique_across_threads(self) -> None:
+        """Threads drawing ids at once from the batched pool never get the same one."""
+        drawn: list[list[str]] = [[] for _ in range(8)]
+
+        def draw(out: list[str]) -> None:
+            out.extend(new_run_id() for _ in range(2000))
+
+        workers = [threading.Thread(target=draw, args=(out,)) for out in drawn]
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join()
+        ids = [i for out in drawn for i in out]
+        assert len(set(ids)) == len(ids) == 16_000
+        assert all(RUN_ID.fullmatch(i) for i in ids)
+
+    @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+    def test_unique_across_fork(self) -> None:
+        """A forked child never hands out the ids its parent drew but had not used."""
+        new_run_id()  # the parent's pool now holds ids drawn in one batch
+        read, write = os.pipe()
+        with warnings.catch_warnings():  # 3.12+ warns of fork() beside live threads
+            warnings.simplefilter("ignore", DeprecationWarning)
+            pid = os.fork()
+        if pid == 0:  # pragma: no cover - the child process
+            os.close(read)
+            os.write(write, " ".join(new_run_id() for _ in range(50)).encode())
+            os._exit(0)
+        os.close(write)
+        with os.fdopen(read) as pipe:
+            child = set(pipe.read().split())
+        os.waitpid(pid, 0)
+        parent = {new_run_id() for _ in range(50)}
+        assert len(child) == 50
+        assert not child & parent
 
     def test_id_factory(self, clock: FakeClock) -> None:
         """``Engine(id_factory=…)`` makes reproducible ids."""

@@ -14,6 +14,7 @@ import structlog
 from structlog.testing import capture_logs
 
 from runflow import Engine, InvalidTransitionError, RunObject
+from runflow import _engine as engine_module
 from runflow.testing import FakeClock
 
 CALL = {"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": "{}"}}
@@ -167,3 +168,74 @@ class TestGivenLogger:
             ("run_transitioned", "create", "queued"),
             ("run_transitioned", "start", "in_progress"),
         ]
+
+
+@contextlib.contextmanager
+def configured(**config: Any) -> Any:
+    """
+    structlog configured as an application would, restored afterwards; the engine's
+    default proxy is a fresh one meanwhile (a proxy caches its logger for good).
+    """
+    before = structlog.get_config()
+    proxy = engine_module._log
+    engine_module._log = structlog.get_logger("runflow")
+    structlog.configure(**config)
+    try:
+        yield
+    finally:
+        engine_module._log = proxy
+        structlog.reset_defaults()
+        structlog.configure(**before)
+
+
+class TestDefaultLoggerCaching:
+    """The default proxy, once the application caches loggers on first use."""
+
+    def test_cached_debug_logger_gets_every_transition(self) -> None:
+        """With a cached DEBUG logger, every transition is logged through it."""
+        seen: list[dict[str, Any]] = []
+
+        def collect(_: Any, __: str, event: dict[str, Any]) -> Any:
+            seen.append(event)
+            raise structlog.DropEvent
+
+        with configured(
+            processors=[collect],
+            wrapper_class=structlog.make_filtering_bound_logger(logging.DEBUG),
+            cache_logger_on_first_use=True,
+        ):
+            engine = Engine(clock=FakeClock())
+            run = engine.create(thread_id="thread_a", assistant_id="asst_a")
+            engine.start(run)
+            engine.cancel(run)
+        assert [(e["event"], e["trigger"], e["to"]) for e in seen] == [
+            ("run_transitioned", "create", "queued"),
+            ("run_transitioned", "start", "in_progress"),
+            ("run_transitioned", "cancel", "cancelling"),
+        ]
+
+    def test_cached_info_logger_is_asked_once(self) -> None:
+        """With a cached INFO logger, the engine stops building debug events at all."""
+        with configured(
+            processors=[structlog.processors.JSONRenderer()],
+            wrapper_class=structlog.make_filtering_bound_logger(logging.INFO),
+            cache_logger_on_first_use=True,
+        ):
+            engine = Engine(clock=FakeClock())
+            run = engine.create(thread_id="thread_a", assistant_id="asst_a")
+            assert engine._log_off
+            assert engine._log is not structlog.get_logger("runflow")
+            engine.start(run)
+
+    def test_uncached_proxy_follows_later_configuration(self) -> None:
+        """Without caching, the proxy keeps following configuration (capture_logs)."""
+        with configured(
+            wrapper_class=structlog.make_filtering_bound_logger(logging.DEBUG),
+            cache_logger_on_first_use=False,
+        ):
+            engine = Engine(clock=FakeClock())
+            run = engine.create(thread_id="thread_a", assistant_id="asst_a")
+            assert not engine._log_off
+            with capture_logs() as logs:
+                engine.start(run)
+        assert [e["trigger"] for e in transitions(logs)] == ["start"]

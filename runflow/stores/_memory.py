@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import heapq
+import operator
 import threading
 import typing
 from collections.abc import Iterator, Mapping
@@ -30,6 +31,7 @@ _NO_CHANGES: Mapping[str, Any] = {}
 _CANCELLING = RunStatus.CANCELLING
 _IN_PROGRESS = RunStatus.IN_PROGRESS
 _QUEUED = RunStatus.QUEUED
+_REQUIRES_ACTION = RunStatus.REQUIRES_ACTION
 
 #: Stale deadline entries tolerated before the heap is rebuilt from the live runs.
 _COMPACT_AFTER = 1024
@@ -62,6 +64,8 @@ _FRESH: dict[str, Any] = dict.fromkeys(
         "usage",
     )
 )
+_fresh_values = operator.itemgetter(*_FRESH)
+_NONES = (None,) * len(_FRESH)
 #: Fields whose first value a derived head knows: the fresh ones, status, expires_at.
 _DERIVABLE: frozenset[str] = frozenset((*_FRESH, "status", "expires_at"))
 _ACTIVE: dict[RunStatus, bool] = {s: s in ACTIVE_STATUSES for s in RunStatus}
@@ -76,7 +80,7 @@ def _head(run: StoredRun) -> Any:
         run.observed
         or record.status is not _QUEUED
         or type(record.expires_at) is not int
-        or any(fields[name] is not None for name in _FRESH)
+        or _fresh_values(fields) != _NONES
     ):
         return record
     return record.expires_at
@@ -117,6 +121,10 @@ class MemoryStore:
         self._queued: dict[str, None] = {}
         self._leased: dict[str, None] = {}
         self._cancelling: dict[str, None] = {}
+        #: status -> the index of the runs in it, for the statuses that have one
+        self._listed: dict[RunStatus, dict[str, None] | None] = dict.fromkeys(RunStatus)
+        self._listed[_QUEUED] = self._queued
+        self._listed[_CANCELLING] = self._cancelling
         self._journals: dict[str, _Journal] = {}
         self._order: list[str | None] = []
         self._keep_journal = journal
@@ -171,22 +179,22 @@ class MemoryStore:
             if rid in self._runs:
                 msg = f"a run with id {rid!r} is already stored"
                 raise ValueError(msg)
-            local_active = not run.observed and record.status in ACTIVE_STATUSES
-            if local_active:
+            local = not run.observed
+            if local and _ACTIVE[record.status]:
                 holder = self._threads.get(record.thread_id)
                 if holder is not None:
                     raise ThreadBusyError(record.thread_id, holder)
                 self._threads[record.thread_id] = rid
             self._runs[rid] = run
-            if not run.observed:
-                self._index(rid, None, run)
+            if local:
+                self._index(rid, None, record.status, None, run.lease_until, record.thread_id)
             self._track(run)
             order = self._order
             order.append(rid)
             sequence = len(order)
             if self._keep_journal:
-                self._journals[rid] = [_head(run)]
-                self._journal(self._journals[rid], sequence, change, None)
+                journal = self._journals[rid] = [_head(run)]
+                self._journal(journal, sequence, change, None)
             return sequence
 
     def commit(self, old: StoredRun, new: StoredRun, change: Change | None) -> int | None:
@@ -198,14 +206,11 @@ class MemoryStore:
             current = runs.get(rid)
             if current is None or current.version != old.version:
                 return None
-            if new.observed:
-                pass
-            elif after.status is not before.status:
-                if _ACTIVE[after.status] and not _ACTIVE[before.status]:
+            if not new.observed:
+                was, status = before.status, after.status
+                if was is not status and _ACTIVE[status] and not _ACTIVE[was]:
                     self._hold_thread(after, rid)
-                self._index(rid, old, new)
-            elif new.lease_until is not None or old.lease_until is not None:
-                self._index(rid, old, new)
+                self._index(rid, was, status, old.lease_until, new.lease_until, after.thread_id)
             runs[rid] = new
             if after.expires_at != before.expires_at:
                 if before.expires_at is not None:
@@ -250,7 +255,9 @@ class MemoryStore:
         """Keep the indexes in step with a change (lock held)."""
         before, after = old.record, new.record
         if not new.observed:
-            self._index(rid, old, new)
+            self._index(
+                rid, before.status, after.status, old.lease_until, new.lease_until, after.thread_id
+            )
         if after.expires_at != before.expires_at:
             if before.expires_at is not None:
                 self._forget_deadline()
@@ -262,26 +269,29 @@ class MemoryStore:
         if holder != rid:
             raise ThreadBusyError(record.thread_id, holder)
 
-    def _index(self, rid: str, old: StoredRun | None, new: StoredRun) -> None:
+    def _index(  # noqa: PLR0917 - the hot path: positional arguments bind faster
+        self,
+        rid: str,
+        was: RunStatus | None,
+        status: RunStatus,
+        lease_was: int | None,
+        lease: int | None,
+        thread_id: str,
+    ) -> None:
         """The queue, lease, cancelling and thread indexes of a local run (lock held)."""
-        status = new.record.status
-        was = None if old is None else old.record.status
         if was is not status:
-            if was is _QUEUED:
-                self._queued.pop(rid, None)
-            elif was is _CANCELLING:
-                self._cancelling.pop(rid, None)
-            if status is _QUEUED:
-                self._queued[rid] = None
-            elif status is _CANCELLING:
-                self._cancelling[rid] = None
-            elif status in _TERMINAL:
-                thread = new.record.thread_id
-                if self._threads.get(thread) == rid:
-                    del self._threads[thread]
-        if new.lease_until is not None:
+            if was is not None:
+                gone = self._listed[was]
+                if gone is not None:
+                    gone.pop(rid, None)
+            into = self._listed[status]
+            if into is not None:
+                into[rid] = None
+            elif not _ACTIVE[status] and self._threads.get(thread_id) == rid:
+                del self._threads[thread_id]
+        if lease is not None:
             self._leased[rid] = None
-        elif old is not None and old.lease_until is not None:
+        elif lease_was is not None:
             self._leased.pop(rid, None)
 
     @staticmethod
@@ -291,20 +301,22 @@ class MemoryStore:
         if old is not None and type(journal[0]) is int and not changes.keys() <= _DERIVABLE:
             journal[0] = _first(journal[0], old)  # the head can no longer be derived
         before = change.from_status
+        after = change.to_status
         journal += (
             sequence,
             change.at,
             change.trigger,
             change.worker,
             None if before is None else before._value_,
-            change.to_status._value_,
+            after._value_,
             len(changes),
         )
         journal += changes
-        at = len(journal)
-        journal += changes.values()
-        action = changes.get("required_action")
-        if type(action) is RequiredAction:
+        if after is _REQUIRES_ACTION and type(action := changes.get("required_action")) is (
+            RequiredAction
+        ):
+            at = len(journal)
+            journal += changes.values()
             kind: Any = action.type  # checked: the journal rebuilds exactly this shape
             outputs: Any = action.submit_tool_outputs
             if (
@@ -313,6 +325,8 @@ class MemoryStore:
                 and type(outputs.tool_calls) is tuple
             ):
                 journal[at + list(changes).index("required_action")] = outputs.tool_calls
+        else:
+            journal += changes.values()
 
     def _track(self, run: StoredRun) -> None:
         record = run.record
