@@ -526,7 +526,8 @@ def _graphviz_digraph() -> Any:
     except ImportError:
         msg = (
             "--format dot, svg and png need the graphviz Python package "
-            "(pip install graphviz); --format mermaid needs nothing"
+            "(pip install 'runflow-engine[diagram]', or pip install graphviz); "
+            "--format mermaid needs nothing"
         )
         raise UsageFailure(msg) from None
 
