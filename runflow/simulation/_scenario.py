@@ -575,6 +575,16 @@ class Tools:
             "arrives, which the engine then refuses).",
         ),
     )
+    rescue_probability: float = attrs.field(
+        default=0.5,
+        metadata=_meta(
+            _probability,
+            "Chance that a client whose outputs would come after `expires_at` (late ones, "
+            "mostly) submits what it has in the last second before it instead. The run is "
+            "back in `queued` with under a second left: unless a start slot takes it within "
+            "that second, it expires there.",
+        ),
+    )
 
 
 @typing.final
