@@ -2,11 +2,18 @@
 The virtual-time driver: a heap of timed events over a :class:`~runflow.testing.FakeClock`.
 
 Every status change goes through a real :class:`runflow.Engine`. The driver plays both
-sides: the server (starting runs, ending model turns, settling cancels, sweeping) and
-the client (submitting tool outputs, cancelling). It learns each run's new status from
-the outcomes of its calls (a call on a run past its deadline is refused as
-``expired``: the engine's expiry rule got there first), so it needs no event
-subscription of its own.
+sides: the server (claiming queued runs, ending model turns, settling cancels,
+sweeping) and the client (creating runs, submitting tool outputs, cancelling). It
+learns each run's new status from the outcomes of its calls (a call on a run past its
+deadline is refused as ``expired``: the engine's expiry rule got there first; a claim
+expires every overdue run before it takes any), so it needs no event subscription of
+its own.
+
+Queued runs start by :meth:`runflow.Engine.claim`, first in, first out. Each entry into
+``queued`` (a creation, a tool-output submission) schedules a *start slot* after the
+scenario's queue wait; the slots due in a round are claimed once the round's other
+calls are made, one claim per clock reading for as many runs as it has slots, the
+earliest slot going to the longest-waiting run.
 
 Events are handled in **rounds**. A round takes the due events in time order from
 the earliest one up to ``window`` whole virtual seconds on (one second by default,
@@ -18,9 +25,11 @@ event records the outcome and schedules what follows. In-process, each call is m
 as it is planned; in the distributed mode a round's calls are spread over the worker
 processes, which make them concurrently. A sweep ends a round and runs alone, so it
 sees every earlier call. Plans, draws and continuations run in the same order in
-both modes, so a seed (and window) gives the same summary in both, for any store and
-any number of workers: only the order in which different runs' calls of one round
-reach the store differs.
+both modes, and calls into ``queued`` are made in (clock reading, run id) order, the
+queue order every store agrees on, so every claim takes the same runs: a seed (and
+window) gives the same summary in both modes, for any store and any number of
+workers. Only the order in which different runs' calls of one round reach the store,
+and which worker claims which run, differ.
 """
 
 from __future__ import annotations
@@ -143,10 +152,12 @@ class Simulation:
             ``run_sim<tag><n>``, with the first tag (from ``0000``) no run in the
             store has yet.
         workers: Worker processes (the distributed mode): 0 makes every engine call
-            in this process; N > 0 starts N processes (spawned) on a store URL that
-            processes share (a SQLite file or PostgreSQL), each with its own engine,
-            and spreads each round's calls over them. This process keeps the virtual
-            clock, the event queue and every random draw, and sweeps.
+            in this process (claims as worker ``sim-in-process``); N > 0 starts N
+            processes (spawned) on a store URL that processes share (a SQLite file or
+            PostgreSQL), each with its own engine, which claim the queued runs and
+            drive them; each round's calls and claims are spread over them. This
+            process keeps the virtual clock, the event queue and every random draw,
+            decides how many runs are claimed when, and sweeps.
         worker_init: Called first in each worker process (to configure logging);
             it must pickle.
         window: Whole virtual seconds one round of calls spans (default 1). Wider
