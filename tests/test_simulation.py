@@ -220,8 +220,12 @@ class TestScenarios:
 
 class TestSimulation:
     def test_every_lifecycle_path_occurs_in_default(self) -> None:
-        """All 17 (from, to) pairs of LIFECYCLE §8 occur in the default scenario."""
-        sim = Simulation(load_scenario("default"), runs=2000, seed=1)
+        """
+        All 17 (from, to) pairs of LIFECYCLE §8 occur in the default scenario, at
+        the command's default 10,000 runs (the rarest, a cancel lost to a failure or
+        to the deadline, come a few times in 10,000).
+        """
+        sim = Simulation(load_scenario("default"), runs=10_000, seed=1)
         pairs = Pairs()
         sim.engine.subscribe(pairs)
         summary = sim.run()
@@ -229,9 +233,9 @@ class TestSimulation:
         assert pairs.pairs >= SECTION_8
         assert pairs.pairs <= SECTION_8
         # every run ended; the engine's events and the driver's count agree
-        assert sum(summary.statuses.values()) == 2000
+        assert sum(summary.statuses.values()) == 10_000
         created = sum(e.event == "thread.run.created" for e in pairs.events)
-        assert created == 2000
+        assert created == 10_000
         assert summary.transitions == len(pairs.events) - created
         sequences = [e.sequence for e in pairs.events]
         assert sequences == sorted(set(sequences))
@@ -285,13 +289,74 @@ class TestSimulation:
         assert s.expired_waiting_for_outputs > 0
         assert s.refused_calls["submit_tool_outputs"] > 0
 
+    def test_deadline_pressure_expires_in_the_queue(self) -> None:
+        """Runs back in the queue with seconds left expire there, the claims first."""
+        s = simulate(load_scenario("deadline-pressure"), runs=2000, seed=1)
+        assert s.expired_from["queued"] > 0
+        assert "start" not in s.refused_calls  # claims never start an overdue run
+
+    def test_rescued_outputs(self) -> None:
+        """
+        Outputs that would miss the deadline come in its last second instead: the
+        run is queued with under a second left and expires there, or is claimed
+        and expires in its turn. Only the few that the one-second ordering of calls
+        into ``queued`` pushes to the deadline itself are still refused.
+        """
+        base = load_scenario("default")
+        tools = attrs.evolve(base.tools, late_probability=0.2, rescue_probability=1.0)
+        scenario = attrs.evolve(base, tools=tools)
+        s = simulate(scenario, runs=500, seed=3)
+        never = attrs.evolve(base, tools=attrs.evolve(tools, rescue_probability=0.0))
+        late = simulate(never, runs=500, seed=3)
+        assert late.expired_from["queued"] == 0
+        assert s.expired_from["queued"] > 10
+        assert s.expired_from["in_progress"] > late.expired_from["in_progress"] + 10
+        refused = late.refused_calls["submit_tool_outputs"]
+        assert late.expired_waiting_for_outputs == refused > 50
+        assert s.refused_calls.get("submit_tool_outputs", 0) * 5 < refused
+
+    def test_start_slots_go_to_the_longest_waiting(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """
+        Start slots are handed out first in, first out: with every run created in
+        the first second and a uniform queue wait, run k starts at the k-th slot,
+        whichever run's wait drew it. The engine ties runs queued in one second by
+        creation, then id; the simulation's own draws would give another order.
+        """
+        base = Scenario()
+        scenario = attrs.evolve(
+            base,
+            arrivals=attrs.evolve(base.arrivals, rate=10_000.0),
+            queue=attrs.evolve(base.queue, delay=Uniform(0.0, 120.0), stall_probability=0.0),
+            tools=attrs.evolve(base.tools, call_probability=0.0),
+            failures=attrs.evolve(base.failures, probability=0.0),
+            cancellations=attrs.evolve(base.cancellations, probability=0.0),
+        )
+        sim = Simulation(scenario, runs=40, seed=5, keep_runs=True)
+        slots: list[float] = []
+        claimed = sim._claimed
+
+        def spy(now: int, whens: list[float], runs: list[tuple[str, int]]) -> None:
+            slots.extend(whens)
+            claimed(now, whens, runs)
+
+        monkeypatch.setattr(sim, "_claimed", spy)
+        sim.run()
+        records = sorted((s.record for s in sim.engine.store.runs()), key=lambda r: r.id)
+        assert len({r.created_at for r in records}) == 1  # one tie: broken by id
+        started = [r.started_at for r in records]
+        assert started == [DEFAULT_START + int(when) for when in sorted(slots)]
+        assert len(set(started)) > 20  # the slots are spread over the two minutes
+        # each run's own wait was not its own start: FIFO, not per-run waits
+        waits = [h[1].at - h[0].at for h in map(sim.engine.history, (r.id for r in records))]
+        assert waits == sorted(waits)
+
     def test_cancel_grace(self) -> None:
         """With a cancel grace, sweeps cancel stuck cancels; with "never" they expire."""
         flaky = simulate(load_scenario("flaky"), runs=400, seed=1)
         assert load_scenario("flaky").sweep.cancel_grace == 60
         assert flaky.cancellations["cancelled_by_sweep"] > 0
         assert flaky.expired_from["cancelling"] == 0
-        default = simulate(load_scenario("default"), runs=2000, seed=1)
+        default = simulate(load_scenario("default"), runs=10_000, seed=1)
         assert load_scenario("default").sweep.cancel_grace is None
         assert default.cancellations["cancelled_by_sweep"] == 0
         assert default.expired_from["cancelling"] > 0
@@ -395,7 +460,11 @@ def journal_of(sim: Simulation) -> dict[str, list[JournalEntry]]:
 class TestStoresAndWorkers:
     @pytest.mark.parametrize("name", ["default", "flaky"])
     def test_same_summary_in_every_mode(self, name: str, tmp_path: Path) -> None:
-        """Memory, a SQLite store in-process, and two workers on it: one summary."""
+        """
+        Memory, a SQLite store in-process, and two workers on it: one summary. The
+        memory store ties runs queued in one second by call order, SQL stores by
+        creation then id: the driver orders its calls into ``queued`` so they agree.
+        """
         scenario = load_scenario(name)
         memory = deterministic(simulate(scenario, runs=250, seed=4).to_dict())
         url = f"sqlite:///{tmp_path / 'sim.db'}"
@@ -403,6 +472,26 @@ class TestStoresAndWorkers:
         assert deterministic(in_process.to_dict()) == memory
         workers = simulate(scenario, runs=250, seed=4, store=url, workers=2)
         assert deterministic(workers.to_dict()) == memory
+
+    @pytest.mark.parametrize("window", [1, 30])
+    def test_same_summary_on_postgres(self, window: int) -> None:
+        """In-process and three workers on PostgreSQL: the memory summary."""
+        scenario = load_scenario("tool-heavy")
+        memory = deterministic(simulate(scenario, runs=200, seed=6, window=window).to_dict())
+        for url in postgres_url():
+            in_process = simulate(scenario, runs=200, seed=6, window=window, store=url)
+            assert deterministic(in_process.to_dict()) == memory
+            workers = simulate(scenario, runs=200, seed=6, window=window, store=url, workers=3)
+            assert deterministic(workers.to_dict()) == memory
+
+    def test_in_process_claims(self) -> None:
+        """In-process, every start is a claim too, by the in-process worker."""
+        sim = Simulation(load_scenario("default"), runs=300, seed=2, keep_runs=True)
+        summary = sim.run()
+        entries = [e for s in sim.engine.store.runs() for e in sim.engine.history(s.record.id)]
+        starts = [e for e in entries if e.to_status is RunStatus.IN_PROGRESS]
+        assert len(starts) >= 300 - summary.statuses["cancelled"]
+        assert {(e.trigger, e.worker) for e in starts} == {("claim", "sim-in-process")}
 
     def test_journal_and_leases(self, shared_url: str) -> None:
         """
@@ -418,6 +507,7 @@ class TestStoresAndWorkers:
         assert len(journals) == 200
         assert sum(len(entries) for entries in journals.values()) == summary.transitions
         workers: set[str] = set()
+        claims = 0
         for run_id, entries in journals.items():
             assert re.fullmatch(r"run_[A-Za-z0-9]{24}", run_id)
             assert entries[0].trigger == "create"
@@ -426,16 +516,23 @@ class TestStoresAndWorkers:
             for before, entry in itertools.pairwise(entries):
                 assert entry.from_status == before.to_status
                 assert (str(entry.from_status), str(entry.to_status)) in SECTION_8
-                if entry.trigger == "start":
+                assert entry.trigger != "start"  # runs start by claim() only
+                if entry.trigger == "claim":
+                    assert (entry.from_status, entry.to_status) == (
+                        RunStatus.QUEUED,
+                        RunStatus.IN_PROGRESS,
+                    )
                     holder = entry.worker
                     assert holder is not None
                     workers.add(holder)
+                    claims += 1
                 elif entry.from_status is RunStatus.IN_PROGRESS and entry.trigger not in {
                     "cancel",  # a client's
                     "expire",  # a sweep's, or the expiry rule's
                 }:
                     assert entry.worker == holder, (run_id, entry)  # the lease holder's
         assert workers == {"sim-worker-1", "sim-worker-2", "sim-worker-3"}
+        assert claims >= 200
 
     def test_replay_is_the_live_event_stream(self, tmp_path: Path) -> None:
         """Events replayed from a SQLite journal are those a memory run emits, in order."""
@@ -522,4 +619,4 @@ class TestStoresAndWorkers:
             created = pool.run([[("create", "run_a", DEFAULT_START, "thread_a", False)]])
             assert created == [[(RunStatus.QUEUED, None, None)]]
             with pytest.raises(WorkerError, match="No run found with id 'run_b'"):
-                pool.run([[("start", "run_b", DEFAULT_START, None, None)]])
+                pool.run([[("cancel", "run_b", DEFAULT_START, None, None)]])

@@ -2,11 +2,18 @@
 The virtual-time driver: a heap of timed events over a :class:`~runflow.testing.FakeClock`.
 
 Every status change goes through a real :class:`runflow.Engine`. The driver plays both
-sides: the server (starting runs, ending model turns, settling cancels, sweeping) and
-the client (submitting tool outputs, cancelling). It learns each run's new status from
-the outcomes of its calls (a call on a run past its deadline is refused as
-``expired``: the engine's expiry rule got there first), so it needs no event
-subscription of its own.
+sides: the server (claiming queued runs, ending model turns, settling cancels,
+sweeping) and the client (creating runs, submitting tool outputs, cancelling). It
+learns each run's new status from the outcomes of its calls (a call on a run past its
+deadline is refused as ``expired``: the engine's expiry rule got there first; a claim
+expires every overdue run before it takes any), so it needs no event subscription of
+its own.
+
+Queued runs start by :meth:`runflow.Engine.claim`, first in, first out. Each entry into
+``queued`` (a creation, a tool-output submission) schedules a *start slot* after the
+scenario's queue wait; the slots due in a round are claimed once the round's other
+calls are made, one claim per clock reading for as many runs as it has slots, the
+earliest slot going to the longest-waiting run.
 
 Events are handled in **rounds**. A round takes the due events in time order from
 the earliest one up to ``window`` whole virtual seconds on (one second by default,
@@ -18,9 +25,11 @@ event records the outcome and schedules what follows. In-process, each call is m
 as it is planned; in the distributed mode a round's calls are spread over the worker
 processes, which make them concurrently. A sweep ends a round and runs alone, so it
 sees every earlier call. Plans, draws and continuations run in the same order in
-both modes, so a seed (and window) gives the same summary in both, for any store and
-any number of workers: only the order in which different runs' calls of one round
-reach the store differs.
+both modes, and calls into ``queued`` are made in (clock reading, run id) order, the
+queue order every store agrees on, so every claim takes the same runs: a seed (and
+window) gives the same summary in both modes, for any store and any number of
+workers. Only the order in which different runs' calls of one round reach the store,
+and which worker claims which run, differ.
 """
 
 from __future__ import annotations
@@ -29,7 +38,7 @@ import heapq
 import itertools
 import time
 import typing
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Iterator
 from random import Random
 from typing import Any
@@ -38,7 +47,7 @@ from runflow._engine import Engine
 from runflow._events import RunEvent
 from runflow._model import RunStatus
 from runflow.exceptions import RunflowError
-from runflow.simulation._exec import Executor, Item, Outcome, detail_of
+from runflow.simulation._exec import IN_PROCESS_WORKER, Executor, Item, Outcome, detail_of
 from runflow.simulation._scenario import FAILURE_CODES, LOST_RACE_OUTCOMES, Scenario
 from runflow.simulation._summary import Summary, Wall, summarize
 from runflow.stores import MemoryStore, Store, open_store
@@ -75,6 +84,7 @@ class _Run:
         "mark",
         "pending",
         "rounds",
+        "since",
         "status",
     )
 
@@ -91,6 +101,12 @@ class _Run:
         self.kept = True  # still in the engine's store
         self.mark = 0  # the round this run has an event in
         self.holder = -1  # the worker holding its lease (distributed mode)
+        self.since = 0  # the clock reading it last entered ``queued`` at
+
+
+def _queue_order(run: _Run) -> tuple[int, str]:
+    """The order of :meth:`runflow.Engine.claim`: longest in ``queued``, then creation."""
+    return run.since, run.id
 
 
 Handler = Callable[..., Any]
@@ -136,10 +152,12 @@ class Simulation:
             ``run_sim<tag><n>``, with the first tag (from ``0000``) no run in the
             store has yet.
         workers: Worker processes (the distributed mode): 0 makes every engine call
-            in this process; N > 0 starts N processes (spawned) on a store URL that
-            processes share (a SQLite file or PostgreSQL), each with its own engine,
-            and spreads each round's calls over them. This process keeps the virtual
-            clock, the event queue and every random draw, and sweeps.
+            in this process (claims as worker ``sim-in-process``); N > 0 starts N
+            processes (spawned) on a store URL that processes share (a SQLite file or
+            PostgreSQL), each with its own engine, which claim the queued runs and
+            drive them; each round's calls and claims are spread over them. This
+            process keeps the virtual clock, the event queue and every random draw,
+            decides how many runs are claimed when, and sweeps.
         worker_init: Called first in each worker process (to configure logging);
             it must pickle.
         window: Whole virtual seconds one round of calls spans (default 1). Wider
@@ -220,7 +238,14 @@ class Simulation:
             cancel_grace=scenario.sweep.cancel_grace,
             logger=logger,
         )
-        self._executor = Executor(self.engine, self.clock, scenario)
+        # a lease that outlives the run: it never lapses before the deadline
+        self._executor = Executor(
+            self.engine,
+            self.clock,
+            scenario,
+            worker=IN_PROCESS_WORKER,
+            lease=scenario.runs.expires_after,
+        )
         try:
             self.tag = 0 if store is None else self._free_tag()
         except BaseException:
@@ -239,6 +264,8 @@ class Simulation:
         self._arrived = 0
         self._ended = 0
         self._first_round: list[str] = []  # the runs created in the first round
+        self._expiring: deque[_Run] = deque()  # every run, by deadline, until it is past
+        self._last_entry = (0, "")  # (clock, run id) of the latest call into ``queued``
         self.transitions = 0
         # what the summary is made of
         self._ttt: list[float] = []
@@ -253,6 +280,7 @@ class Simulation:
         self._build_draws(scenario, Random(seed))
         self._arriver: Handler = self._arrive
         self._sweeper: Handler = self._sweep
+        self._slotter: Handler = self._slot
         self._lose: dict[str, Handler] = {
             "completed": self._lose_completed,
             "failed": self._lose_failed,
@@ -292,6 +320,7 @@ class Simulation:
         self._tool_latency = s.tools.latency.sampler(rng)
         self._late_p = s.tools.late_probability
         self._late = s.tools.late.sampler(rng)
+        self._rescue_p = s.tools.rescue_probability
         self._fail_p = s.failures.probability
         self._codes_w = [s.failures.codes[c] for c in FAILURE_CODES]
         self._cancel_p = s.cancellations.probability
@@ -341,8 +370,7 @@ class Simulation:
                 self._url,
                 self.scenario,
                 self._workers,
-                # a lease that outlives the run: it never lapses before the deadline
-                lease=self._ttl,
+                lease=self._ttl,  # as in-process: it never lapses before the deadline
                 start=self._start,
                 init=self._worker_init,
             )
@@ -363,11 +391,14 @@ class Simulation:
         return summarize(self, Wall.of(wall, self.runs, self.transitions))
 
     def _loop(self, pool: Any) -> None:  # noqa: C901, PLR0912, PLR0915 - the hot loop, kept flat
-        """Round by round: plan (and, in-process, call) each event, then continue each."""
+        """
+        Round by round: plan (and, in-process, call) each event, make the round's
+        claims, then continue each event and each claim.
+        """
         heap, pop, push = self._heap, heapq.heappop, heapq.heappush
         clock, base = self.clock, self._start
         execute = self._executor if pool is None else None
-        arriver, sweeper = self._arriver, self._sweeper
+        arriver, sweeper, slotter = self._arriver, self._sweeper, self._slotter
         latest = 0.0
         mark = 0
         window = self._window
@@ -375,6 +406,7 @@ class Simulation:
             end = int(heap[0][0]) + window
             mark += 1
             batch: list[Any] = []
+            slots: list[float] = []  # the round's start slots, in time order
             deferred = []
             while heap and heap[0][0] < end:
                 entry = pop(heap)
@@ -386,13 +418,20 @@ class Simulation:
                     self._t = now
                     clock.set(now)
                 if run is None:
+                    if handler is slotter:
+                        slots.append(when)
+                        continue
                     if handler is sweeper:
-                        if batch:  # a sweep sees every earlier call made: end the round
+                        if batch or slots:  # a sweep sees every earlier call: end the round
                             push(heap, entry)
                             break
                         handler(None)
                         continue
                     assert handler is arriver  # noqa: S101 - the only other global event
+                    later = self._postponed(f"{self._run_prefix}{self._arrived + 1:017d}")
+                    if later is not None:
+                        push(heap, (later, next(self._seq), handler, None, gen))
+                        continue
                     run, cont, item, arg = self._arrive()
                 else:
                     if run.mark == mark:  # one event per run and round
@@ -414,14 +453,49 @@ class Simulation:
                 self._first_round = [entry[1].id for entry in batch]
             if pool is not None and batch:
                 self._dispatch(pool, batch)
+            claims = self._claim(pool, slots) if slots else ()
             for when, run, cont, arg, outcome in batch:
                 self.now = when
                 cont(run, outcome, arg)
                 if run.ended is not None and not run.pending:
                     self._forget(run)
+            for claim in claims:
+                self._claimed(*claim)
             for entry in deferred:
                 push(heap, entry)
         self.now = latest
+
+    def _claim(self, pool: Any, slots: list[float]) -> list[tuple[int, list[float], Any]]:
+        """
+        Make the round's claims, once its other calls are made: one per clock
+        reading, of as many runs as it has slots, in order.
+        """
+        base = self._start
+        groups: dict[int, list[float]] = {}
+        for when in slots:
+            groups.setdefault(base + int(when), []).append(when)
+        claims = []
+        for now, whens in groups.items():
+            item: Item = ("claim", "", now, len(whens), None)
+            if pool is None:
+                assert self._executor is not None  # noqa: S101 - set in __init__
+                claimed: Any = [(i, -1) for i in self._executor(item)]
+            else:
+                claimed = self._claim_in_pool(pool, item)
+            claims.append((now, whens, claimed))
+        self._t = self.clock.now()
+        return claims
+
+    @staticmethod
+    def _claim_in_pool(pool: Any, item: Item) -> list[tuple[str, int]]:
+        """Split a claim of ``k`` runs over the workers; which worker took which run."""
+        n, k = len(pool), item[3]
+        assigned: list[list[Item]] = [[] for _ in range(n)]
+        for w in range(min(n, k)):
+            share = k // n + (1 if w < k % n else 0)
+            assigned[w].append((*item[:3], share, None))
+        outcomes = pool.run(assigned)
+        return [(run_id, w) for w, out in enumerate(outcomes) for ids in out for run_id in ids]
 
     @staticmethod
     def _dispatch(pool: Any, batch: list[Any]) -> None:
@@ -432,19 +506,52 @@ class Simulation:
         where: list[int] = []
         for entry in batch:
             run, item = entry[1], entry[4]
-            op = item[0]
-            if op in _LEASED_OPS and run.status is _IN_PROGRESS and run.holder >= 0:
+            if item[0] in _LEASED_OPS and run.status is _IN_PROGRESS and run.holder >= 0:
                 w = run.holder  # the worker holding the lease makes the turn's call
             else:
                 w = loads.index(min(loads))
-                if op == "start":
-                    run.holder = w
             assigned[w].append(item)
             loads[w] += 1
             where.append(w)
         outcomes = [iter(o) for o in pool.run(assigned)]
         for i, entry in enumerate(batch):
             batch[i] = (*entry[:4], next(outcomes[where[i]]))
+
+    def _claimed(self, now: int, whens: list[float], claimed: list[tuple[str, int]]) -> None:
+        """
+        A claim at clock reading ``now`` was made: record the runs it expired first
+        (every run past its deadline), then the runs it started, the longest waiting
+        at the earliest slot.
+        """
+        self.now = whens[0]
+        expiring, get = self._expiring, self.engine.get
+        while expiring and expiring[0].deadline <= now:
+            run = expiring.popleft()
+            if run.ended is None:
+                record = get(run.id)
+                if record.status is not _EXPIRED:
+                    msg = f"run {run.id} is '{record.status}' past its deadline, not expired"
+                    raise RunflowError(msg)
+                self.transitions += 1
+                self._end(run, _EXPIRED, None)
+        active = self._active
+        runs = []
+        for run_id, holder in claimed:
+            run = active[run_id]
+            if run.status is not _QUEUED:
+                msg = f"claim() took run {run_id}; the simulation expected '{run.status}'"
+                raise RunflowError(msg)
+            run.holder = holder
+            runs.append(run)
+        runs.sort(key=_queue_order)
+        for when, run in zip(whens, runs, strict=False):
+            self.now = when
+            delay = self._model_latency()
+            if self._random() < self._model_stall_p:
+                delay += self._model_stall()
+            self.transitions += 1
+            run.status = _IN_PROGRESS
+            self._at(delay, self._turn, run, run.gen)
 
     # --- ending runs -----------------------------------------------------------------------
 
@@ -512,7 +619,10 @@ class Simulation:
         budget = self._random() < self._budget_p
         run_id = f"{self._run_prefix}{n:017d}"
         run = _Run(run_id, self.now, self._t + self._ttl)
+        run.since = self._t
+        self._last_entry = (self._t, run_id)
         self._active[run_id] = run
+        self._expiring.append(run)
         item = ("create", run_id, self._t, f"{self._thread_prefix}{n:017d}", budget)
         # none of this depends on the creation's outcome
         self._queue(run)
@@ -525,8 +635,32 @@ class Simulation:
     def _created(self, _: _Run, __: Outcome, ___: object) -> None:
         self.transitions += 1
 
-    def _queue(self, run: _Run) -> None:
-        self._at(self._queue_wait(), self._begin, run, run.gen)
+    def _queue(self, _: _Run) -> None:
+        """A run entered ``queued``: a start slot comes after a queue wait."""
+        self._at(self._queue_wait(), self._slotter, None, _ALWAYS)
+
+    def _slot(self, _: None) -> None:  # pragma: no cover - the loop collects slots
+        """The event of a start slot (a marker: the loop makes the round's claims)."""
+        raise AssertionError
+
+    def _postponed(self, run_id: str) -> float | None:
+        """
+        When a call that puts ``run_id`` in ``queued`` now must wait for, if it must.
+
+        Every store has ``claim()`` take the longest-waiting run first, but they
+        break a tie within one clock second differently: the memory store by the
+        order of the calls, SQL stores by creation time and id. Calls into
+        ``queued`` are therefore made in (clock reading, run id) order, which both
+        agree on: one that would come out of that order (a run created earlier
+        submitting its outputs, in the same second, after a newer run was created
+        or submitted) is made at the start of the next second instead.
+        """
+        last_t, last_id = self._last_entry
+        t = self._t
+        if t > last_t or (t == last_t and run_id > last_id):
+            return None
+        later = last_t if run_id > last_id else last_t + 1
+        return float(later - self._start)
 
     def _queue_wait(self) -> float:
         delay: float = self._queue_delay()
@@ -535,24 +669,6 @@ class Simulation:
         return delay
 
     # --- server side -----------------------------------------------------------------------
-
-    def _begin(self, run: _Run) -> Plan | None:
-        """The queue wait ends: start the run; its model turn will take ``delay``."""
-        if run.ended is not None:
-            return None
-        delay = self._model_latency()
-        if self._random() < self._model_stall_p:
-            delay += self._model_stall()
-        return self._begun, ("start", run.id, self._t, None, None), delay
-
-    def _begun(self, run: _Run, outcome: Outcome, delay: float) -> None:
-        status, _, refused = outcome
-        if refused is not None:
-            self._refusal(run, status, refused)
-            return
-        self.transitions += 1
-        run.status = _IN_PROGRESS
-        self._at(delay, self._turn, run, run.gen)
 
     def _tokens(self) -> tuple[int, int]:
         return max(1, round(self._prompt())), max(1, round(self._completion()))
@@ -572,6 +688,9 @@ class Simulation:
             delay = max(latency() for _ in range(k)) if k > 1 else latency()
             if self._random() < self._late_p:
                 delay += self._late()
+            left = run.deadline - t  # whole seconds to the deadline (>= 1)
+            if delay >= left - (self.now % 1) and self._random() < self._rescue_p:
+                delay = max(0.0, left - 1 - (self.now % 1))  # in the last second
             return self._required, ("tools", run.id, t, tokens, k), (k, delay)
         return self._ended_cont, ("complete", run.id, t, tokens, None), None
 
@@ -606,18 +725,26 @@ class Simulation:
 
     # --- client side -----------------------------------------------------------------------
 
-    def _submit(self, run: _Run) -> Plan:
+    def _submit(self, run: _Run) -> Plan | None:
         """The client submits a round's outputs (late ones are refused: expired)."""
-        return self._submitted, ("submit", run.id, self._t, run.calls, None), self._queue_wait()
+        later = self._postponed(run.id)
+        if later is not None:
+            self._at(later - self.now, self._submit, run, run.gen)
+            return None
+        t = self._t
+        self._last_entry = (t, run.id)
+        item = ("submit", run.id, t, run.calls, None)
+        return self._submitted, item, (self._queue_wait(), t)
 
-    def _submitted(self, run: _Run, outcome: Outcome, delay: float) -> None:
+    def _submitted(self, run: _Run, outcome: Outcome, arg: tuple[float, int]) -> None:
         status, _, refused = outcome
         if refused is not None:
             self._refusal(run, status, refused)
             return
         self.transitions += 1
         run.status = _QUEUED
-        self._at(delay, self._begin, run, run.gen)
+        delay, run.since = arg
+        self._at(delay, self._slotter, None, _ALWAYS)
 
     def _cancel(self, run: _Run) -> Plan:
         """The client cancels; the plan also draws how the server will settle it."""
@@ -638,7 +765,7 @@ class Simulation:
         self.transitions += 1
         self._cancels["accepted"] += 1
         run.status = _CANCELLING
-        run.gen += 1  # the pending turn, start or submission is void
+        run.gen += 1  # the pending turn or submission is void
         settle, finish = arg
         if settle is not None:
             self._at(finish, settle, run, run.gen)

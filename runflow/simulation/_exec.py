@@ -12,6 +12,10 @@ outcome is ``(status, detail, refused)``: the run's status afterwards, the
 ``incomplete_details.reason`` or ``last_error.code`` when it ended so, and the
 refused trigger (None when the call was accepted; ``status`` is then the status
 that refused it, ``expired`` when the engine's expiry rule got there first).
+
+The one item that names no run is ``("claim", "", clock, k, None)``:
+:meth:`runflow.Engine.claim` of up to ``k`` queued runs, longest waiting first, for
+the executor's worker; its outcome is the tuple of the claimed runs' ids.
 """
 
 from __future__ import annotations
@@ -35,12 +39,24 @@ from runflow.exceptions import InvalidTransitionError
 from runflow.simulation._scenario import Scenario
 from runflow.testing import FakeClock
 
-__all__ = ["CODE_MESSAGES", "Executor", "Item", "Outcome", "detail_of"]
+__all__ = [
+    "CODE_MESSAGES",
+    "IN_PROCESS_WORKER",
+    "Claimed",
+    "Executor",
+    "Item",
+    "Outcome",
+    "detail_of",
+]
 
 #: ``(op, run_id, clock, a, b)``.
 Item = tuple[str, str, int, Any, Any]
 #: ``(status, detail, refused_trigger)``.
 Outcome = tuple[RunStatus, str | None, str | None]
+#: The outcome of a ``claim``: the ids of the claimed runs, longest waiting first.
+Claimed = tuple[str, ...]
+#: The ``worker=`` of every call of an in-process simulation.
+IN_PROCESS_WORKER = "sim-in-process"
 
 _STATUS: dict[str, RunStatus] = {s.value: s for s in RunStatus}
 _INCOMPLETE, _FAILED = RunStatus.INCOMPLETE, RunStatus.FAILED
@@ -92,9 +108,9 @@ class Executor:
         engine: The engine; its ``id_factory`` must return :attr:`next_id`.
         clock: The engine's clock, set to each item's reading.
         scenario: Where the runs' model, tools and budgets come from.
-        worker: Passed as ``worker=`` to every call (the distributed mode's worker
-            name); None in the driver's own process.
-        lease: Seconds of the lease a ``start`` takes for ``worker``.
+        worker: Passed as ``worker=`` to every call: a worker process's name, or
+            :data:`IN_PROCESS_WORKER` in the driver's own process.
+        lease: Seconds of the lease a ``claim`` takes for ``worker``.
     """
 
     def __init__(
@@ -103,14 +119,14 @@ class Executor:
         clock: FakeClock,
         scenario: Scenario,
         *,
-        worker: str | None = None,
+        worker: str = IN_PROCESS_WORKER,
         lease: int | None = None,
     ) -> None:
         self.engine = engine
         self.next_id = ""
         self._clock = clock
         self._worker = worker
-        self._lease = lease if worker is not None else None
+        self._lease = lease
         runs = scenario.runs
         self._model = runs.model
         self._parallel = runs.parallel_tool_calls
@@ -119,7 +135,6 @@ class Executor:
         self._rounds = round_calls(scenario)
         self._ops: dict[str, Callable[[str, Any, Any], RunObject]] = {
             "create": self._create,
-            "start": self._start,
             "tools": self._tools_round,
             "complete": self._complete,
             "fail": self._fail,
@@ -129,12 +144,15 @@ class Executor:
             "finish_cancel": self._finish_cancel,
         }
 
-    def __call__(self, item: Item) -> Outcome:
+    def __call__(self, item: Item) -> Outcome | Claimed:
         """Carry out one item and report its outcome."""
         op, run_id, now, a, b = item
         clock = self._clock
         if clock.now() != now:
             clock.set(now)
+        if op == "claim":
+            claimed = self.engine.claim(self._worker, limit=a, lease=self._lease)
+            return tuple(record.id for record in claimed)
         try:
             record = self._ops[op](run_id, a, b)
         except InvalidTransitionError as err:
@@ -158,11 +176,6 @@ class Executor:
             max_prompt_tokens=prompt,
             max_completion_tokens=completion,
         )
-
-    def _start(self, run_id: str, _: object, __: object) -> RunObject:
-        if self._worker is None:
-            return self.engine.start(run_id)
-        return self.engine.start(run_id, worker=self._worker, lease=self._lease)
 
     def _tools_round(self, run_id: str, tokens: tuple[int, int], k: int) -> RunObject:
         """A turn that asks for ``k`` tool calls: add its tokens, then require action."""

@@ -4,9 +4,10 @@ The distributed mode's worker processes.
 Each worker is a separate Python process (``multiprocessing``, *spawn*) with its own
 :class:`runflow.Engine` on its own connection to the shared store (SQLite or
 PostgreSQL) and its own :class:`~runflow.testing.FakeClock`. It receives lists of
-work items over a pipe, carries them out with ``worker=<its name>`` (a ``start``
-takes the run's lease), and sends the outcomes back. The driver owns the virtual
-clock: every item names the clock reading to act at.
+work items over a pipe, carries them out with ``worker=<its name>`` (a ``claim``
+takes queued runs, longest waiting first, with their lease), and sends the outcomes
+back. The driver owns the virtual clock: every item names the clock reading to act
+at.
 """
 
 from __future__ import annotations
@@ -119,7 +120,7 @@ class WorkerPool:
         url: The store's URL (each worker opens its own connection).
         scenario: The scenario (the runs' tools, model and budgets).
         workers: How many processes.
-        lease: Seconds of the lease a worker takes when it starts a run.
+        lease: Seconds of the lease a worker takes on each run it claims.
         start: The virtual clock's first reading.
         init: Called first in each worker (configures its logging); must pickle.
 

@@ -455,28 +455,36 @@ class Runs:
 @attrs.frozen(kw_only=True)
 class Queue:
     """
-    The wait in ``queued``, after creation and after every tool-output submission.
+    The start slots of the queue: each entry into ``queued`` (a creation, a tool-output
+    submission) adds one, after a wait; at a slot, :meth:`runflow.Engine.claim`
+    starts the run that has waited longest.
 
     .. versionadded:: 0.1.0
     """
 
     delay: Distribution = attrs.field(
         default=Exponential(0.8),
-        metadata=_meta(_distribution, "Seconds a run waits in `queued` before it starts."),
+        metadata=_meta(
+            _distribution,
+            "Seconds from a run's entry into `queued` (its creation, or a tool-output "
+            "submission) to the start slot that entry adds. The slot starts the run that "
+            "has waited longest (`Engine.claim`), not necessarily this one.",
+        ),
     )
     stall_probability: float = attrs.field(
         default=0.002,
         metadata=_meta(
             _probability,
-            "Chance that a wait in `queued` stalls: `queue.stall` seconds are added to it.",
+            "Chance that a start slot stalls: `queue.stall` seconds are added to its wait.",
         ),
     )
     stall: Distribution = attrs.field(
         default=Uniform(600.0, 900.0),
         metadata=_meta(
             _distribution,
-            "Extra seconds of a stalled wait. Longer than `runs.expires_after`, a stall "
-            "makes the run expire while `queued`.",
+            "Extra seconds of a stalled slot. Meanwhile the queue is one start short: "
+            "every queued run waits a little longer, none in particular (the longest "
+            "waiting goes first).",
         ),
     )
 
@@ -573,6 +581,16 @@ class Tools:
             "Extra seconds of late outputs. Past `expires_at`, the run expires waiting for "
             "them (by a sweep, or by the engine's expiry rule when the late submission "
             "arrives, which the engine then refuses).",
+        ),
+    )
+    rescue_probability: float = attrs.field(
+        default=0.5,
+        metadata=_meta(
+            _probability,
+            "Chance that a client whose outputs would come after `expires_at` (late ones, "
+            "mostly) submits what it has in the last second before it instead. The run is "
+            "back in `queued` with under a second left: unless a start slot takes it within "
+            "that second, it expires there.",
         ),
     )
 
