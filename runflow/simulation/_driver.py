@@ -25,8 +25,8 @@ event records the outcome and schedules what follows. In-process, each call is m
 as it is planned; in the distributed mode a round's calls are spread over the worker
 processes, which make them concurrently. A sweep ends a round and runs alone, so it
 sees every earlier call. Plans, draws and continuations run in the same order in
-both modes, and calls into ``queued`` are made in (clock reading, run id) order, the
-queue order every store agrees on, so every claim takes the same runs: a seed (and
+both modes, and every store orders the queue alike (by when a run entered
+``queued``, then creation, then id), so every claim takes the same runs: a seed (and
 window) gives the same summary in both modes, for any store and any number of
 workers. Only the order in which different runs' calls of one round reach the store,
 and which worker claims which run, differ.
@@ -265,7 +265,6 @@ class Simulation:
         self._ended = 0
         self._first_round: list[str] = []  # the runs created in the first round
         self._expiring: deque[_Run] = deque()  # every run, by deadline, until it is past
-        self._last_entry = (0, "")  # (clock, run id) of the latest call into ``queued``
         self.transitions = 0
         # what the summary is made of
         self._ttt: list[float] = []
@@ -428,10 +427,6 @@ class Simulation:
                         handler(None)
                         continue
                     assert handler is arriver  # noqa: S101 - the only other global event
-                    later = self._postponed(f"{self._run_prefix}{self._arrived + 1:017d}")
-                    if later is not None:
-                        push(heap, (later, next(self._seq), handler, None, gen))
-                        continue
                     run, cont, item, arg = self._arrive()
                 else:
                     if run.mark == mark:  # one event per run and round
@@ -620,7 +615,6 @@ class Simulation:
         run_id = f"{self._run_prefix}{n:017d}"
         run = _Run(run_id, self.now, self._t + self._ttl)
         run.since = self._t
-        self._last_entry = (self._t, run_id)
         self._active[run_id] = run
         self._expiring.append(run)
         item = ("create", run_id, self._t, f"{self._thread_prefix}{n:017d}", budget)
@@ -642,25 +636,6 @@ class Simulation:
     def _slot(self, _: None) -> None:  # pragma: no cover - the loop collects slots
         """The event of a start slot (a marker: the loop makes the round's claims)."""
         raise AssertionError
-
-    def _postponed(self, run_id: str) -> float | None:
-        """
-        When a call that puts ``run_id`` in ``queued`` now must wait for, if it must.
-
-        Every store has ``claim()`` take the longest-waiting run first, but they
-        break a tie within one clock second differently: the memory store by the
-        order of the calls, SQL stores by creation time and id. Calls into
-        ``queued`` are therefore made in (clock reading, run id) order, which both
-        agree on: one that would come out of that order (a run created earlier
-        submitting its outputs, in the same second, after a newer run was created
-        or submitted) is made at the start of the next second instead.
-        """
-        last_t, last_id = self._last_entry
-        t = self._t
-        if t > last_t or (t == last_t and run_id > last_id):
-            return None
-        later = last_t if run_id > last_id else last_t + 1
-        return float(later - self._start)
 
     def _queue_wait(self) -> float:
         delay: float = self._queue_delay()
@@ -727,12 +702,7 @@ class Simulation:
 
     def _submit(self, run: _Run) -> Plan | None:
         """The client submits a round's outputs (late ones are refused: expired)."""
-        later = self._postponed(run.id)
-        if later is not None:
-            self._at(later - self.now, self._submit, run, run.gen)
-            return None
         t = self._t
-        self._last_entry = (t, run.id)
         item = ("submit", run.id, t, run.calls, None)
         return self._submitted, item, (self._queue_wait(), t)
 

@@ -130,6 +130,9 @@ class MemoryStore:
         self._keep_journal = journal
         self._deadlines: list[tuple[int, str]] = []
         self._stale = 0
+        #: (since, created_at, id) of runs as they entered ``queued``: the claim order
+        self._queue: list[tuple[int, int, str]] = []
+        self._queue_stale = 0
         self._lock = threading.Lock()
 
     # --- reads ------------------------------------------------------------------------
@@ -187,7 +190,7 @@ class MemoryStore:
                 self._threads[record.thread_id] = rid
             self._runs[rid] = run
             if local:
-                self._index(rid, None, record.status, None, run.lease_until, record.thread_id)
+                self._index(rid, None, run, None)
             self._track(run)
             order = self._order
             order.append(rid)
@@ -210,7 +213,7 @@ class MemoryStore:
                 was, status = before.status, after.status
                 if was is not status and _ACTIVE[status] and not _ACTIVE[was]:
                     self._hold_thread(after, rid)
-                self._index(rid, was, status, old.lease_until, new.lease_until, after.thread_id)
+                self._index(rid, was, new, old.lease_until)
             runs[rid] = new
             if after.expires_at != before.expires_at:
                 if before.expires_at is not None:
@@ -232,12 +235,14 @@ class MemoryStore:
         now: int,  # noqa: ARG002 - SQL stores use it; here the queue order is enough
         step: ClaimStep,
     ) -> list[tuple[StoredRun, int]]:
-        """Take up to ``limit`` queued runs, longest waiting first, and store ``step(run)``."""
+        """
+        Take up to ``limit`` queued runs, longest waiting first (by when they
+        entered ``queued``, then creation, then id), and store ``step(run)``.
+        """
         with self._lock:
             # every step first: one that raises leaves the store as it was (atomic)
             steps = [
-                (rid, self._runs[rid], *step(self._runs[rid]))
-                for rid in list(self._queued)[: max(limit, 0)]
+                (rid, self._runs[rid], *step(self._runs[rid])) for rid in self._oldest_queued(limit)
             ]
             out: list[tuple[StoredRun, int]] = []
             order = self._order
@@ -255,9 +260,7 @@ class MemoryStore:
         """Keep the indexes in step with a change (lock held)."""
         before, after = old.record, new.record
         if not new.observed:
-            self._index(
-                rid, before.status, after.status, old.lease_until, new.lease_until, after.thread_id
-            )
+            self._index(rid, before.status, new, old.lease_until)
         if after.expires_at != before.expires_at:
             if before.expires_at is not None:
                 self._forget_deadline()
@@ -269,30 +272,66 @@ class MemoryStore:
         if holder != rid:
             raise ThreadBusyError(record.thread_id, holder)
 
-    def _index(  # noqa: PLR0917 - the hot path: positional arguments bind faster
-        self,
-        rid: str,
-        was: RunStatus | None,
-        status: RunStatus,
-        lease_was: int | None,
-        lease: int | None,
-        thread_id: str,
+    def _index(
+        self, rid: str, was: RunStatus | None, new: StoredRun, lease_was: int | None
     ) -> None:
         """The queue, lease, cancelling and thread indexes of a local run (lock held)."""
+        record = new.record
+        status = record.status
         if was is not status:
             if was is not None:
                 gone = self._listed[was]
-                if gone is not None:
-                    gone.pop(rid, None)
+                if gone is not None and gone.pop(rid, 0) is None and was is _QUEUED:
+                    self._forget_queued()
             into = self._listed[status]
             if into is not None:
                 into[rid] = None
-            elif not _ACTIVE[status] and self._threads.get(thread_id) == rid:
-                del self._threads[thread_id]
-        if lease is not None:
+                if status is _QUEUED:
+                    heapq.heappush(self._queue, (new.since, record.created_at, rid))
+            elif not _ACTIVE[status] and self._threads.get(record.thread_id) == rid:
+                del self._threads[record.thread_id]
+        if new.lease_until is not None:
             self._leased[rid] = None
         elif lease_was is not None:
             self._leased.pop(rid, None)
+
+    def _oldest_queued(self, limit: int) -> list[str]:
+        """
+        The ``limit`` runs longest in ``queued``: by when they entered it, then
+        creation, then id, as the SQL stores order them (lock held). Reading does
+        not consume: the entries taken go back on the heap, and go stale when their
+        runs leave ``queued``.
+        """
+        heap, runs, queued = self._queue, self._runs, self._queued
+        out: list[str] = []
+        taken: list[tuple[int, int, str]] = []
+        while heap and len(out) < limit:
+            entry = heapq.heappop(heap)
+            since, _, rid = entry
+            if rid in queued and runs[rid].since == since and rid not in out:
+                out.append(rid)
+                taken.append(entry)
+            elif self._queue_stale > 0:
+                self._queue_stale -= 1  # a stale entry dropped on the way
+        for entry in taken:
+            heapq.heappush(heap, entry)
+        return out
+
+    def _forget_queued(self) -> None:
+        """
+        Count a queue entry that no longer matters (its run left ``queued``); once
+        most are stale, rebuild the heap from the queued runs alone.
+        """
+        self._queue_stale += 1
+        if self._queue_stale > _COMPACT_AFTER and self._queue_stale * 2 > len(self._queue):
+            runs = self._runs
+            live = []
+            for rid in self._queued:
+                stored = runs[rid]
+                live.append((stored.since, stored.record.created_at, rid))
+            heapq.heapify(live)
+            self._queue = live
+            self._queue_stale = 0
 
     @staticmethod
     def _journal(journal: _Journal, sequence: int, change: Change, old: RunObject | None) -> None:
@@ -360,7 +399,9 @@ class MemoryStore:
             run = self._runs.pop(run_id, None)
             if run is None:
                 return
-            for index in (self._queued, self._leased, self._cancelling):
+            if self._queued.pop(run_id, 0) is None:
+                self._forget_queued()
+            for index in (self._leased, self._cancelling):
                 index.pop(run_id, None)
             if self._threads.get(run.record.thread_id) == run_id:
                 del self._threads[run.record.thread_id]

@@ -122,6 +122,49 @@ class TestClaims:
         engine.submit_tool_outputs(a, [OUTPUT])
         assert [r.id for r in engine.claim("w2", limit=2)] == [b, a]
 
+    def test_ties_within_a_second_go_by_creation_then_id(
+        self, store: Store, clock: FakeClock
+    ) -> None:
+        """
+        Runs that entered ``queued`` in the same second are claimed by creation time,
+        then id, on every store, whatever order they entered it in.
+        """
+        names = iter(["run_b", "run_a", "run_c", "run_d"])
+        engine = Engine(clock=clock, store=store, id_factory=lambda: next(names))
+        old = new(engine, "t_old")  # run_b, created first
+        (claimed,) = engine.claim("w1")
+        engine.require_action(claimed, [CALL], worker="w1")
+        clock.advance(1)
+        second = [new(engine, "t1"), new(engine, "t2"), new(engine, "t3")]  # a, c, d
+        engine.submit_tool_outputs(old, [OUTPUT])  # queued last, in the same second
+        assert second == ["run_a", "run_c", "run_d"]
+        assert [r.id for r in engine.claim("w2", limit=1)] == ["run_b"]  # created earliest
+        assert [r.id for r in engine.claim("w2", limit=2)] == ["run_a", "run_c"]
+        assert [r.id for r in engine.claim("w2", limit=5)] == ["run_d"]
+
+    def test_creation_ties_go_by_id(self, store: Store, clock: FakeClock) -> None:
+        """Runs created in the same second are claimed in id order, not call order."""
+        names = iter(["run_z", "run_m", "run_a"])
+        engine = Engine(clock=clock, store=store, id_factory=lambda: next(names))
+        for thread in ("t1", "t2", "t3"):
+            new(engine, thread)
+        assert [r.id for r in engine.claim("w1", limit=2)] == ["run_a", "run_m"]
+        assert [r.id for r in engine.claim("w1")] == ["run_z"]
+
+    def test_many_queued_claimed_in_order(self, engine: Engine, clock: FakeClock) -> None:
+        """A long queue drains in order, one claim at a time, past heap compactions."""
+        ids = []
+        for i in range(60):
+            ids.append(new(engine, f"t{i}"))
+            if i % 7 == 0:
+                clock.advance(1)
+        got = []
+        while batch := engine.claim("w1", limit=4):
+            got += [r.id for r in batch]
+        assert sorted(got) == sorted(ids)
+        order = {run_id: (engine.get(run_id).created_at, run_id) for run_id in ids}
+        assert got == sorted(ids, key=order.__getitem__)
+
     def test_claims_are_exclusive_across_threads(self, engine: Engine) -> None:
         """Eight threads claiming from one queue never get the same run."""
         ids = {new(engine, f"t{i}") for i in range(200)}
