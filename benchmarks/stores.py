@@ -239,14 +239,14 @@ def bulk_load(store: Store, count: int, now: int) -> None:
         with store._write() as conn:  # type: ignore[attr-defined]  # noqa: SLF001
             for record, run, change in rows():
                 text = sql.record_json(record)
-                cur = conn.execute(_sqlite._INSERT_FIRST, sql.journal_params(change, text))  # noqa: SLF001
-                seq = cur.lastrowid
                 # observed 0, active 1: a local queued run
-                head = (record.id, seq, seq, record.thread_id, record.assistant_id)
-                conn.execute(
+                head = (record.id, record.thread_id, record.assistant_id, record.created_at)
+                cur = conn.execute(
                     _sqlite._INSERT_RUN,  # noqa: SLF001
-                    (*head, record.created_at, 0, 1, *sql.run_params(run, text)),
+                    (*head, 0, 1, *sql.run_params(run, text)),
                 )
+                entry = (cur.lastrowid, *sql.journal_params(change, text))
+                conn.execute(_sqlite._INSERT_FIRST, entry)  # noqa: SLF001
         return
     from runflow.stores import postgres  # noqa: PLC0415
 

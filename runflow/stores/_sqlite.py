@@ -33,28 +33,32 @@ _JOURNAL = "runflow_journal"
 _COLS = _sql.RUN_COLUMNS
 
 _GET = f"SELECT {_COLS} FROM {_RUNS} WHERE id = ?"
-_INSERT_RUN = (
-    f"INSERT INTO {_RUNS} (id, position, last_sequence, thread_id, assistant_id, created_at, "
-    "observed, active, status, version, since, expires_at, worker, lease_until, accrued_prompt, "
-    "accrued_completion, accrued_total, record) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-)
 #: The next sequence: above every entry and above the floor discards leave.
 _NEXT_SEQUENCE = (
     "(SELECT max(ifnull(max(sequence_floor), 0), "
     f"ifnull((SELECT max(sequence) FROM {_JOURNAL}), 0)) + 1 FROM runflow_schema)"
 )
-#: A run's first entry (``prev`` NULL).
+#: A new run's row; its ``position`` (the row id) is the sequence of its first entry.
+_INSERT_RUN = (
+    f"INSERT INTO {_RUNS} (position, last_sequence, id, thread_id, assistant_id, created_at, "
+    "observed, active, status, version, since, expires_at, worker, lease_until, accrued_prompt, "
+    f"accrued_completion, accrued_total, record) VALUES ({_NEXT_SEQUENCE}, {_NEXT_SEQUENCE}, "
+    "?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+#: A run's first entry (``prev`` NULL), at the sequence its row took.
 _INSERT_FIRST = (
     f"INSERT INTO {_JOURNAL} (sequence, prev, run_id, at, trigger, from_status, to_status, "
-    f"worker, changes, run) VALUES ({_NEXT_SEQUENCE}, NULL, ?, ?, ?, ?, ?, ?, ?, ?)"
+    "worker, changes, run) VALUES (?, NULL, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
-#: A later entry, linked to the run's last one.
+#: A later entry, linked to the run's last one; none unless the run has the expected
+#: version (?9): the compare-and-set is checked before anything is written.
 _INSERT_NEXT = (
     f"INSERT INTO {_JOURNAL} (sequence, prev, run_id, at, trigger, from_status, to_status, "
-    f"worker, changes, run) VALUES ({_NEXT_SEQUENCE}, "
-    f"(SELECT last_sequence FROM {_RUNS} WHERE id = ?1), ?1, ?, ?, ?, ?, ?, ?, ?)"
+    f"worker, changes, run) SELECT {_NEXT_SEQUENCE}, last_sequence, ?1, ?2, ?3, ?4, ?5, ?6, ?7, "
+    f"?8 FROM {_RUNS} WHERE id = ?1 AND version = ?9"
 )
+#: Take back an entry whose run update was refused.
+_DROP_ENTRY = f"DELETE FROM {_JOURNAL} WHERE sequence = ?"
 #: The sequences of a run's entries: down the ``prev`` chain from its last one.
 _CHAIN = (
     "WITH RECURSIVE chain(s) AS ("
@@ -144,6 +148,7 @@ class SQLiteStore:
         self._pid = os.getpid()
         self._shared: sqlite3.Connection | None = None
         self._cache = _sql.RecordCache()
+        self._reset_writers()
         if self._memory:
             self._shared = self._connect()
         self._create_schema()
@@ -188,18 +193,70 @@ class SQLiteStore:
                 self._pid = os.getpid()
                 self._connections = []
                 self._local = threading.local()
+                self._reset_writers()
             conn = self._connect()
             self._local.conn = conn
         return conn
 
+    # --- writes: group commit ----------------------------------------------------------
+
+    def _reset_writers(self) -> None:
+        """The group-commit state (fresh in a forked child: no parent thread leads there)."""
+        self._mutex = threading.Lock()
+        self._queue: list[_Job] = []  # waiting writes, oldest first
+        self._leader: int | None = None  # the thread that holds the write turn
+
+    def _join(self, job: _Job) -> None:
+        """
+        Queue ``job`` and return when it is done (another thread committed it) or
+        when this thread holds the write turn (``job.done`` still False).
+        """
+        me = job.thread
+        with self._mutex:
+            if self._leader == me:
+                msg = f"SQLite store {self._path}: a write inside a write of the same thread"
+                raise StoreError(msg, url=self.url)
+            if self._leader is None:  # then nobody waits either
+                self._leader = me
+                self._queue.append(job)
+                return
+            wake = job.wake = threading.Lock()
+            wake.acquire()
+            self._queue.append(job)
+        wake.acquire()  # released once: the job is done, or the turn is this thread's
+
+    def _hand_over(self, batch: list[_Job], own: _Job) -> None:
+        """Mark ``batch`` done, pass the turn to the oldest waiting write, wake the batch."""
+        with self._mutex:
+            for job in batch:
+                job.done = True
+            following = self._queue[0] if self._queue else None
+            self._leader = None if following is None else following.thread
+        for job in batch:
+            if job is not own and job.wake is not None:
+                job.wake.release()
+        if following is not None and following.wake is not None:
+            following.wake.release()
+
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
-        """One write transaction: ``BEGIN IMMEDIATE`` ... ``COMMIT`` (rolled back on error)."""
+        """
+        One write transaction: ``BEGIN IMMEDIATE`` ... ``COMMIT`` (rolled back on
+        error), alone: it holds the write turn, so no group commit runs meanwhile.
+        """
         if self._shared is not None:
             with self._lock:
                 yield from self._transaction(self._shared)
-        else:
-            yield from self._transaction(self._conn())
+            return
+        conn = self._conn()
+        turn = _Job(None, ())
+        self._join(turn)
+        with self._mutex:
+            self._queue.remove(turn)
+        try:
+            yield from self._transaction(conn)
+        finally:
+            self._hand_over([turn], turn)
 
     def _transaction(self, conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
         try:
@@ -228,15 +285,33 @@ class SQLiteStore:
 
     def _apply(self, fn: Callable[..., _T], *args: Any) -> _T:
         """
-        ``fn(conn, *args)`` in one write transaction (what :meth:`_write` does, without
-        a generator's cost on the hot path).
+        ``fn(conn, *args)`` in a write transaction, committed (synced) before this
+        returns; its exception, if it raises, with its changes rolled back.
+
+        Group commit: the threads of this store that write at the same time share
+        one transaction and one sync. The first to find no writer leads: it takes
+        every waiting change, applies each inside its own ``SAVEPOINT`` (a change
+        that raises, such as a lost compare-and-set, rolls back alone), commits
+        once, and wakes the others, each of which returns its own result only after
+        that commit. Changes that arrive meanwhile wait for the next leader.
         """
         if self._shared is not None:
             with self._lock:
-                return self._apply_on(self._shared, fn, args)
-        return self._apply_on(self._conn(), fn, args)
+                return self._apply_alone(self._shared, fn, args)
+        conn = self._conn()
+        job = _Job(fn, args)
+        self._join(job)
+        if not job.done:  # this thread leads: commit every waiting change
+            batch: list[_Job] = []
+            try:
+                self._commit_batch(conn, batch)
+            finally:
+                self._hand_over(batch, job)
+        if job.error is not None:
+            raise job.error
+        return typing.cast("_T", job.result)
 
-    def _apply_on(
+    def _apply_alone(
         self, conn: sqlite3.Connection, fn: Callable[..., _T], args: tuple[Any, ...]
     ) -> _T:
         try:
@@ -254,6 +329,64 @@ class SQLiteStore:
             conn.rollback()
             raise self._error("commit", exc) from exc
         return result
+
+    def _take(self, batch: list[_Job], limit: int) -> list[_Job]:
+        """Move up to ``limit`` waiting changes (not whole transactions) into ``batch``."""
+        taken: list[_Job] = []
+        with self._mutex:
+            rest: list[_Job] = []
+            for job in self._queue:
+                if job.fn is not None and len(taken) < limit:
+                    taken.append(job)
+                else:
+                    rest.append(job)
+            self._queue = rest
+        batch.extend(taken)
+        return taken
+
+    def _commit_batch(self, conn: sqlite3.Connection, batch: list[_Job]) -> None:
+        """
+        One transaction of waiting changes, committed once; each change taken into
+        ``batch`` gets its result or its exception.
+
+        The leader takes the changes waiting, applies them, then the ones that
+        arrived meanwhile, until none waits or the batch is full, and commits. A
+        change that is refused (a lost compare-and-set, a busy thread, a taken id)
+        has written nothing (see :func:`_commit` and :func:`_insert`), so the others
+        stay in the transaction. Any other error rolls the whole batch back: the
+        change that raised gets its exception, the others a ``StoreError``.
+        """
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            for job in self._take(batch, _MAX_BATCH):
+                job.error = self._error("begin a write", exc)
+            return
+        failing: _Job | None = None
+        try:
+            while len(batch) < _MAX_BATCH and (taken := self._take(batch, _MAX_BATCH - len(batch))):
+                for job in taken:
+                    failing = job
+                    try:
+                        job.result = _run(job, conn)
+                    except (_LostError, sqlite3.IntegrityError) as exc:
+                        job.error = exc  # refused: it wrote nothing
+            failing = None
+            conn.execute("COMMIT")
+        except BaseException as exc:  # an I/O error, a failed commit, an interrupt
+            with contextlib.suppress(sqlite3.Error):
+                conn.rollback()
+            reason = f"{type(exc).__name__}: {exc}"
+            for job in batch:
+                job.result = None
+                job.error = StoreError(
+                    f"SQLite store {self._path}: a write failed and was rolled back ({reason})",
+                    url=self.url,
+                )
+            if not isinstance(exc, Exception):  # the others fail, the leader re-raises it
+                raise
+            if failing is not None:
+                failing.error = exc
 
     def _error(self, what: str, exc: sqlite3.Error) -> StoreError:
         return StoreError(f"SQLite store {self._path}: cannot {what}: {exc}", url=self.url)
@@ -508,10 +641,40 @@ def _lastrowid(cursor: sqlite3.Cursor) -> int:
 def _insert(
     conn: sqlite3.Connection, run_id: str, entry: tuple[Any, ...], tail: tuple[Any, ...]
 ) -> int:
-    """A run's first journal entry, then its row (``position``: the entry's sequence)."""
-    sequence = _lastrowid(conn.execute(_INSERT_FIRST, entry))
-    conn.execute(_INSERT_RUN, (run_id, sequence, sequence, *tail))
+    """
+    A run's row, then its first journal entry at the row's ``position``; a refused
+    row (the id taken, the thread busy) writes nothing.
+    """
+    sequence = _lastrowid(conn.execute(_INSERT_RUN, (run_id, *tail)))
+    conn.execute(_INSERT_FIRST, (sequence, *entry))
     return sequence
+
+
+#: The most changes one group commit takes (the rest wait for the next).
+_MAX_BATCH = 64
+
+
+def _run(job: _Job, conn: sqlite3.Connection) -> Any:
+    fn = job.fn
+    if fn is None:  # pragma: no cover - whole transactions never enter a batch
+        msg = "a whole transaction in a group commit"
+        raise StoreError(msg)
+    return fn(conn, *job.args)
+
+
+class _Job:
+    """One change waiting for a group commit: what to apply, then its outcome."""
+
+    __slots__ = ("args", "done", "error", "fn", "result", "thread", "wake")
+
+    def __init__(self, fn: Callable[..., Any] | None, args: tuple[Any, ...]) -> None:
+        self.fn = fn  # None: a whole transaction of its own (SQLiteStore._write)
+        self.args = args
+        self.thread = threading.get_ident()
+        self.wake: threading.Lock | None = None  # released when done or when it leads
+        self.result: Any = None
+        self.error: BaseException | None = None
+        self.done = False
 
 
 class _LostError(Exception):
@@ -601,10 +764,21 @@ def _commit(
     sequence = 0
     if change is not None:
         snapshot = text if change.run is after else _sql.record_json(change.run)
-        sequence = _lastrowid(conn.execute(_INSERT_NEXT, _sql.journal_params(change, snapshot)))
+        cursor = conn.execute(_INSERT_NEXT, (*_sql.journal_params(change, snapshot), old.version))
+        if cursor.rowcount == 0:
+            raise _LostError
+        sequence = _lastrowid(cursor)
         mask |= 64
         params.append(sequence)
     params += (before.id, old.version)
-    if conn.execute(_update_sql(mask), params).rowcount == 0:
+    try:
+        updated = conn.execute(_update_sql(mask), params).rowcount
+    except sqlite3.IntegrityError:  # the thread is busy: take the entry back
+        if sequence:
+            conn.execute(_DROP_ENTRY, (sequence,))
+        raise
+    if updated == 0:  # pragma: no cover - with an entry, its insert checked the version
+        if sequence:
+            conn.execute(_DROP_ENTRY, (sequence,))
         raise _LostError
     return sequence
