@@ -42,20 +42,19 @@ _NEXT_SEQUENCE = (
 _INSERT_RUN = (
     f"INSERT INTO {_RUNS} (position, last_sequence, id, thread_id, assistant_id, created_at, "
     "observed, active, status, version, since, expires_at, worker, lease_until, accrued_prompt, "
-    f"accrued_completion, accrued_total, record) VALUES ({_NEXT_SEQUENCE}, {_NEXT_SEQUENCE}, "
-    "?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    "accrued_completion, accrued_total, record) SELECT s, s, "
+    f"?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ? FROM (SELECT {_NEXT_SEQUENCE} AS s)"
 )
 #: A run's first entry (``prev`` NULL), at the sequence its row took.
 _INSERT_FIRST = (
     f"INSERT INTO {_JOURNAL} (sequence, prev, run_id, at, trigger, from_status, to_status, "
     "worker, changes, run) VALUES (?, NULL, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
-#: A later entry, linked to the run's last one; none unless the run has the expected
-#: version (?9): the compare-and-set is checked before anything is written.
+#: A later entry, linked to the run's last one.
 _INSERT_NEXT = (
     f"INSERT INTO {_JOURNAL} (sequence, prev, run_id, at, trigger, from_status, to_status, "
-    f"worker, changes, run) SELECT {_NEXT_SEQUENCE}, last_sequence, ?1, ?2, ?3, ?4, ?5, ?6, ?7, "
-    f"?8 FROM {_RUNS} WHERE id = ?1 AND version = ?9"
+    f"worker, changes, run) VALUES ({_NEXT_SEQUENCE}, "
+    f"(SELECT last_sequence FROM {_RUNS} WHERE id = ?1), ?1, ?, ?, ?, ?, ?, ?, ?)"
 )
 #: Take back an entry whose run update was refused.
 _DROP_ENTRY = f"DELETE FROM {_JOURNAL} WHERE sequence = ?"
@@ -209,17 +208,17 @@ class SQLiteStore:
     def _join(self, job: _Job) -> None:
         """
         Queue ``job`` and return when it is done (another thread committed it) or
-        when this thread holds the write turn (``job.done`` still False).
+        when this thread holds the write turn (``job.done`` still False; the job
+        then is out of the queue).
         """
         me = job.thread
         with self._mutex:
+            if self._leader is None:  # then nobody waits either
+                self._leader = me
+                return
             if self._leader == me:
                 msg = f"SQLite store {self._path}: a write inside a write of the same thread"
                 raise StoreError(msg, url=self.url)
-            if self._leader is None:  # then nobody waits either
-                self._leader = me
-                self._queue.append(job)
-                return
             wake = job.wake = threading.Lock()
             wake.acquire()
             self._queue.append(job)
@@ -230,7 +229,7 @@ class SQLiteStore:
         with self._mutex:
             for job in batch:
                 job.done = True
-            following = self._queue[0] if self._queue else None
+            following = self._queue.pop(0) if self._queue else None
             self._leader = None if following is None else following.thread
         for job in batch:
             if job is not own and job.wake is not None:
@@ -251,8 +250,6 @@ class SQLiteStore:
         conn = self._conn()
         turn = _Job(None, ())
         self._join(turn)
-        with self._mutex:
-            self._queue.remove(turn)
         try:
             yield from self._transaction(conn)
         finally:
@@ -301,8 +298,8 @@ class SQLiteStore:
         conn = self._conn()
         job = _Job(fn, args)
         self._join(job)
-        if not job.done:  # this thread leads: commit every waiting change
-            batch: list[_Job] = []
+        if not job.done:  # this thread leads: commit its change and the waiting ones
+            batch = [job]
             try:
                 self._commit_batch(conn, batch)
             finally:
@@ -333,6 +330,8 @@ class SQLiteStore:
     def _take(self, batch: list[_Job], limit: int) -> list[_Job]:
         """Move up to ``limit`` waiting changes (not whole transactions) into ``batch``."""
         taken: list[_Job] = []
+        if not self._queue:  # a hint read without the lock: a later arrival gets the turn
+            return taken
         with self._mutex:
             rest: list[_Job] = []
             for job in self._queue:
@@ -349,8 +348,8 @@ class SQLiteStore:
         One transaction of waiting changes, committed once; each change taken into
         ``batch`` gets its result or its exception.
 
-        The leader takes the changes waiting, applies them, then the ones that
-        arrived meanwhile, until none waits or the batch is full, and commits. A
+        The leader applies its own change, then the ones waiting, then the ones
+        that arrived meanwhile, until none waits or the batch is full, and commits. A
         change that is refused (a lost compare-and-set, a busy thread, a taken id)
         has written nothing (see :func:`_commit` and :func:`_insert`), so the others
         stay in the transaction. Any other error rolls the whole batch back: the
@@ -359,18 +358,21 @@ class SQLiteStore:
         try:
             conn.execute("BEGIN IMMEDIATE")
         except sqlite3.OperationalError as exc:
-            for job in self._take(batch, _MAX_BATCH):
+            self._take(batch, _MAX_BATCH)
+            for job in batch:
                 job.error = self._error("begin a write", exc)
             return
         failing: _Job | None = None
         try:
-            while len(batch) < _MAX_BATCH and (taken := self._take(batch, _MAX_BATCH - len(batch))):
+            taken = batch[:]  # the leader's own change first
+            while taken:
                 for job in taken:
                     failing = job
                     try:
                         job.result = _run(job, conn)
                     except (_LostError, sqlite3.IntegrityError) as exc:
                         job.error = exc  # refused: it wrote nothing
+                taken = self._take(batch, _MAX_BATCH - len(batch))
             failing = None
             conn.execute("COMMIT")
         except BaseException as exc:  # an I/O error, a failed commit, an interrupt
@@ -748,10 +750,12 @@ def _commit(
 ) -> int:
     """
     The journal entry and the compare-and-set, inside an open write transaction;
-    the entry's sequence (0 without one).
+    the entry's sequence (0 without one). A refused change writes nothing: its
+    entry is deleted again, so a group commit goes on with the other changes.
 
     Raises:
-        _LostError: the stored version is not ``old.version`` (roll back: the entry goes too).
+        _LostError: the stored version is not ``old.version``.
+        sqlite3.IntegrityError: ``new`` would take a busy thread's lock.
     """
     before, after = old.record, new.record
     accrued = new.accrued
@@ -764,10 +768,7 @@ def _commit(
     sequence = 0
     if change is not None:
         snapshot = text if change.run is after else _sql.record_json(change.run)
-        cursor = conn.execute(_INSERT_NEXT, (*_sql.journal_params(change, snapshot), old.version))
-        if cursor.rowcount == 0:
-            raise _LostError
-        sequence = _lastrowid(cursor)
+        sequence = _lastrowid(conn.execute(_INSERT_NEXT, _sql.journal_params(change, snapshot)))
         mask |= 64
         params.append(sequence)
     params += (before.id, old.version)
@@ -777,7 +778,7 @@ def _commit(
         if sequence:
             conn.execute(_DROP_ENTRY, (sequence,))
         raise
-    if updated == 0:  # pragma: no cover - with an entry, its insert checked the version
+    if updated == 0:  # the compare-and-set lost: take the entry back
         if sequence:
             conn.execute(_DROP_ENTRY, (sequence,))
         raise _LostError
