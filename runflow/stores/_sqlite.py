@@ -120,8 +120,10 @@ class SQLiteStore:
     Every write is one transaction (``BEGIN IMMEDIATE``) that stores the run and
     appends its journal entry, in WAL mode with ``synchronous=FULL``: a committed
     transition survives a crash of the process or of the machine. Several threads
-    and several processes may share one file; each thread gets its own connection,
-    writers queue on SQLite's lock for up to ``timeout`` seconds.
+    and several processes may share one file; each thread gets its own connection.
+    The threads of one store that write at once share a transaction and its sync
+    (group commit; each change keeps its own outcome); processes queue on SQLite's
+    lock for up to ``timeout`` seconds.
 
     Args:
         path: The database file (created with the schema on first use), or
@@ -286,11 +288,12 @@ class SQLiteStore:
         returns; its exception, if it raises, with its changes rolled back.
 
         Group commit: the threads of this store that write at the same time share
-        one transaction and one sync. The first to find no writer leads: it takes
-        every waiting change, applies each inside its own ``SAVEPOINT`` (a change
-        that raises, such as a lost compare-and-set, rolls back alone), commits
-        once, and wakes the others, each of which returns its own result only after
-        that commit. Changes that arrive meanwhile wait for the next leader.
+        one transaction and one sync. The first to find no writer leads: it applies
+        its change and every change waiting (``fn`` must write nothing when it
+        raises a refusal: a lost compare-and-set, a constraint), commits once, and
+        wakes the others, each of which returns its own result only after that
+        commit. Changes that arrive during the commit wait for the next leader, to
+        whom the leader hands the turn.
         """
         if self._shared is not None:
             with self._lock:
@@ -357,8 +360,7 @@ class SQLiteStore:
         """
         try:
             conn.execute("BEGIN IMMEDIATE")
-        except sqlite3.OperationalError as exc:
-            self._take(batch, _MAX_BATCH)
+        except sqlite3.OperationalError as exc:  # the lock stayed taken: only ours fails
             for job in batch:
                 job.error = self._error("begin a write", exc)
             return
