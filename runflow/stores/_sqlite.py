@@ -233,11 +233,11 @@ class SQLiteStore:
                 job.done = True
             following = self._queue.pop(0) if self._queue else None
             self._leader = None if following is None else following.thread
+        if following is not None and following.wake is not None:
+            following.wake.release()  # first: the next commit waits on nobody
         for job in batch:
             if job is not own and job.wake is not None:
                 job.wake.release()
-        if following is not None and following.wake is not None:
-            following.wake.release()
 
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
