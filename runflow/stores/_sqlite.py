@@ -224,7 +224,17 @@ class SQLiteStore:
             wake = job.wake = threading.Lock()
             wake.acquire()
             self._queue.append(job)
-        wake.acquire()  # released once: the job is done, or the turn is this thread's
+        try:
+            wake.acquire()  # released once: the job is done, or the turn is this thread's
+        except BaseException:  # an interrupt (a signal) while waiting
+            with self._mutex:
+                if job in self._queue:  # not taken: it will never be written
+                    self._queue.remove(job)
+                    raise
+                handed = self._leader == me and not job.done
+            if handed:  # pass the turn on, or the other writers would wait forever
+                self._hand_over([], job)
+            raise  # taken by a leader: it is written or not, as that commit goes
 
     def _hand_over(self, batch: list[_Job], own: _Job) -> None:
         """Mark ``batch`` done, pass the turn to the oldest waiting write, wake the batch."""

@@ -8,6 +8,8 @@ their changes, so what gets grouped is decided, not timed.
 
 from __future__ import annotations
 
+import os
+import signal
 import sqlite3
 import threading
 import time
@@ -184,3 +186,33 @@ def test_many_threads_many_runs_lose_nothing(store: SQLiteStore) -> None:
     assert check_consistent(store) == 40
     entries = store.journal(0, 10_000)
     assert [e.sequence for e in entries] == list(range(1, 201))
+
+
+def test_an_interrupted_waiter_leaves_the_queue_and_the_turn(store: SQLiteStore) -> None:
+    """A write interrupted (SIGINT) while it waits is never written, and others go on."""
+    run, _ = create(store, new_run("run_a"))
+    holding = threading.Event()
+    release = threading.Event()
+
+    def hold() -> None:
+        with store._write():
+            holding.set()
+            release.wait(_TIMEOUT)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    assert holding.wait(_TIMEOUT)
+    new, change = move(run, S.IN_PROGRESS)
+    timer = threading.Timer(0.2, os.kill, (os.getpid(), signal.SIGINT))
+    timer.start()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            store.commit(run, new, change)  # waits behind the holder
+    finally:
+        release.set()
+        holder.join(_TIMEOUT)
+        timer.cancel()
+    assert store._queue == []
+    assert store.get("run_a") == run  # never written
+    assert store.commit(run, new, change) is not None  # the turn was not lost
+    assert check_consistent(store) == 1
