@@ -1,12 +1,16 @@
 """
 Durable stores: transitions per second and sweep cost, at full durability.
 
-    python benchmarks/stores.py [--lifecycles 3000] [--pg-runs 3000] [--sweep 100000]
-                                [--dsn postgresql://...] [--skip-postgres] [--json]
+    python benchmarks/stores.py [--lifecycles 3000] [--threads 4,8] [--pg-runs 3000]
+                                [--sweep 100000] [--dsn postgresql://...] [--skip-postgres]
+                                [--json]
 
 1. SQLite, one process (WAL, ``synchronous=FULL``): full lifecycles through the
    engine (create -> start -> require_action -> submit_tool_outputs -> start ->
-   complete), counted in transitions per second (target >= 5,000).
+   complete), counted in transitions per second (target >= 5,000): driven by one
+   thread, then by 4 and 8 threads of the process sharing one engine and one store
+   (``--threads``; their changes share group commits). Afterwards the journal is
+   checked as for PostgreSQL below.
 2. PostgreSQL (default ``synchronous_commit``), 1, 2 and 4 worker processes
    driving full lifecycles from ``engine.claim()``: each run is claimed, asks for a
    tool, gets its output (back to ``queued``), is claimed again and completes. Counted
@@ -31,6 +35,7 @@ import os
 import resource
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from collections import Counter
@@ -55,6 +60,9 @@ CLAIMED_PATH = (
     "in_progress",
     "completed",
 )
+#: The same statuses when the engine drives a run (create, start, require_action,
+#: submit_tool_outputs, start, complete).
+DRIVEN_PATH = CLAIMED_PATH
 _SPAWN = multiprocessing.get_context("spawn")
 
 
@@ -83,28 +91,56 @@ def _drop(dsn: str, schema: str) -> None:
 # --- 1. SQLite, one process --------------------------------------------------------------------
 
 
-def bench_sqlite_lifecycles(lifecycles: int) -> dict[str, float]:
+def lifecycles_of(engine: Engine, first: int, count: int) -> None:
+    """Drive ``count`` runs through their whole lifecycle, one after the other."""
+    for i in range(first, first + count):
+        run = engine.create(thread_id=f"thread_{i}", assistant_id="asst_a", tools=TOOLS)
+        engine.start(run)
+        engine.require_action(run, tool_calls=CALLS)
+        engine.submit_tool_outputs(run, tool_outputs=OUTPUTS)
+        engine.start(run)
+        engine.complete(run, usage=USAGE)
+
+
+def bench_sqlite_lifecycles(lifecycles: int, threads: int = 1) -> dict[str, float]:
+    """``lifecycles`` full lifecycles on one SQLite store, split over ``threads``."""
+    per_thread = lifecycles // threads
+    lifecycles = per_thread * threads
     with tempfile.TemporaryDirectory() as tmp:
         store = _sqlite(str(Path(tmp) / "runs.db"))
         engine = Engine(store=store)
+        errors: list[BaseException] = []
+
+        def drive(first: int) -> None:
+            try:
+                lifecycles_of(engine, first, per_thread)
+            except BaseException as exc:  # reported below
+                errors.append(exc)
+                raise
+
+        workers = [threading.Thread(target=drive, args=(t * per_thread,)) for t in range(threads)]
         began = time.perf_counter()
-        for i in range(lifecycles):
-            run = engine.create(thread_id=f"thread_{i}", assistant_id="asst_a", tools=TOOLS)
-            engine.start(run)
-            engine.require_action(run, tool_calls=CALLS)
-            engine.submit_tool_outputs(run, tool_outputs=OUTPUTS)
-            engine.start(run)
-            engine.complete(run, usage=USAGE)
+        if threads == 1:
+            drive(0)
+        else:
+            for w in workers:
+                w.start()
+            for w in workers:
+                w.join()
         elapsed = time.perf_counter() - began
-        transitions = len(store.journal(0, 10 * lifecycles))
+        if errors:
+            raise errors[0]
+        verdict = verify(store, lifecycles, path=DRIVEN_PATH)
         engine.close()
         store.close()
-    assert transitions == 6 * lifecycles
+    transitions = 6 * lifecycles
     return {
+        "threads": threads,
         "lifecycles": lifecycles,
         "seconds": elapsed,
         "transitions_per_s": transitions / elapsed,
         "lifecycles_per_s": lifecycles / elapsed,
+        **verdict,
     }
 
 
@@ -188,7 +224,7 @@ def bench_postgres_workers(dsn: str, runs: int, workers: int) -> dict[str, float
     }
 
 
-def verify(store: Store, runs: int) -> dict[str, float]:
+def verify(store: Store, runs: int, path: tuple[str, ...] = CLAIMED_PATH) -> dict[str, float]:
     """Check the whole journal: every run has exactly its six entries, in order."""
     entries = []
     after = 0
@@ -201,7 +237,7 @@ def verify(store: Store, runs: int) -> dict[str, float]:
     for e in entries:
         paths.setdefault(e.run_id, []).append(e.to_status.value)
     shapes = Counter(tuple(p) for p in paths.values())
-    lost_or_doubled = sum(n for shape, n in shapes.items() if shape != CLAIMED_PATH)
+    lost_or_doubled = sum(n for shape, n in shapes.items() if shape != path)
     assert len(paths) == runs, (len(paths), runs)
     assert lost_or_doubled == 0, shapes
     stored = store.runs()
@@ -239,14 +275,14 @@ def bulk_load(store: Store, count: int, now: int) -> None:
         with store._write() as conn:  # type: ignore[attr-defined]  # noqa: SLF001
             for record, run, change in rows():
                 text = sql.record_json(record)
-                cur = conn.execute(_sqlite._INSERT_FIRST, sql.journal_params(change, text))  # noqa: SLF001
-                seq = cur.lastrowid
                 # observed 0, active 1: a local queued run
-                head = (record.id, seq, seq, record.thread_id, record.assistant_id)
-                conn.execute(
+                head = (record.id, record.thread_id, record.assistant_id, record.created_at)
+                cur = conn.execute(
                     _sqlite._INSERT_RUN,  # noqa: SLF001
-                    (*head, record.created_at, 0, 1, *sql.run_params(run, text)),
+                    (*head, 0, 1, *sql.run_params(run, text)),
                 )
+                entry = (cur.lastrowid, *sql.journal_params(change, text))
+                conn.execute(_sqlite._INSERT_FIRST, entry)  # noqa: SLF001
         return
     from runflow.stores import postgres  # noqa: PLC0415
 
@@ -300,6 +336,12 @@ def bench_sweep(store: Store, count: int) -> dict[str, float]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--lifecycles", type=int, default=3000)
+    parser.add_argument(
+        "--threads",
+        type=lambda text: [int(t) for t in text.split(",") if t],
+        default=[4, 8],
+        help="thread counts of the SQLite figure after one thread (comma-separated)",
+    )
     parser.add_argument("--pg-runs", type=int, default=3000)
     parser.add_argument("--sweep", type=int, default=100_000)
     parser.add_argument("--dsn", default=os.environ.get("RUNFLOW_POSTGRES_DSN", ""))
@@ -308,14 +350,19 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     report: dict[str, Any] = {}
 
-    sqlite = bench_sqlite_lifecycles(args.lifecycles)
-    report["sqlite_lifecycles"] = sqlite
-    print(
-        f"SQLite, 1 process: {sqlite['transitions_per_s']:,.0f} transitions/s "
-        f"({sqlite['lifecycles_per_s']:,.0f} full lifecycles/s)  target >= 5,000: "
-        f"{'met' if sqlite['transitions_per_s'] >= 5000 else 'MISSED'}",
-        flush=True,
-    )
+    report["sqlite_lifecycles"] = []
+    for threads in (1, *args.threads):
+        sqlite = bench_sqlite_lifecycles(args.lifecycles, threads)
+        report["sqlite_lifecycles"].append(sqlite)
+        who = "1 thread" if threads == 1 else f"{threads} threads"
+        print(
+            f"SQLite, 1 process, {who}: {sqlite['transitions_per_s']:,.0f} transitions/s "
+            f"({sqlite['lifecycles_per_s']:,.0f} full lifecycles/s), "
+            f"{sqlite['journal_entries']:,} journal entries checked, "
+            f"{sqlite['lost_or_doubled']} lost or doubled  target >= 5,000: "
+            f"{'met' if sqlite['transitions_per_s'] >= 5000 else 'MISSED'}",
+            flush=True,
+        )
     with tempfile.TemporaryDirectory() as tmp:
         store = _sqlite(str(Path(tmp) / "sweep.db"))
         sweep = bench_sweep(store, args.sweep)

@@ -215,7 +215,7 @@ def sqlite_ddl(t: Tables) -> list[str]:
         ),
         (
             f"CREATE INDEX IF NOT EXISTS runflow_runs_lease ON {t.runs} (lease_until) "
-            f"WHERE status = 'in_progress' AND {local}"
+            f"WHERE status = 'in_progress' AND lease_until IS NOT NULL AND {local}"
         ),
         (
             f"CREATE INDEX IF NOT EXISTS runflow_runs_cancelling ON {t.runs} (since) "

@@ -33,21 +33,22 @@ _JOURNAL = "runflow_journal"
 _COLS = _sql.RUN_COLUMNS
 
 _GET = f"SELECT {_COLS} FROM {_RUNS} WHERE id = ?"
-_INSERT_RUN = (
-    f"INSERT INTO {_RUNS} (id, position, last_sequence, thread_id, assistant_id, created_at, "
-    "observed, active, status, version, since, expires_at, worker, lease_until, accrued_prompt, "
-    "accrued_completion, accrued_total, record) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-)
 #: The next sequence: above every entry and above the floor discards leave.
 _NEXT_SEQUENCE = (
     "(SELECT max(ifnull(max(sequence_floor), 0), "
     f"ifnull((SELECT max(sequence) FROM {_JOURNAL}), 0)) + 1 FROM runflow_schema)"
 )
-#: A run's first entry (``prev`` NULL).
+#: A new run's row; its ``position`` (the row id) is the sequence of its first entry.
+_INSERT_RUN = (
+    f"INSERT INTO {_RUNS} (position, last_sequence, id, thread_id, assistant_id, created_at, "
+    "observed, active, status, version, since, expires_at, worker, lease_until, accrued_prompt, "
+    "accrued_completion, accrued_total, record) SELECT s, s, "
+    f"?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ? FROM (SELECT {_NEXT_SEQUENCE} AS s)"
+)
+#: A run's first entry (``prev`` NULL), at the sequence its row took.
 _INSERT_FIRST = (
     f"INSERT INTO {_JOURNAL} (sequence, prev, run_id, at, trigger, from_status, to_status, "
-    f"worker, changes, run) VALUES ({_NEXT_SEQUENCE}, NULL, ?, ?, ?, ?, ?, ?, ?, ?)"
+    "worker, changes, run) VALUES (?, NULL, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 #: A later entry, linked to the run's last one.
 _INSERT_NEXT = (
@@ -55,6 +56,8 @@ _INSERT_NEXT = (
     f"worker, changes, run) VALUES ({_NEXT_SEQUENCE}, "
     f"(SELECT last_sequence FROM {_RUNS} WHERE id = ?1), ?1, ?, ?, ?, ?, ?, ?, ?)"
 )
+#: Take back an entry whose run update was refused.
+_DROP_ENTRY = f"DELETE FROM {_JOURNAL} WHERE sequence = ?"
 #: The sequences of a run's entries: down the ``prev`` chain from its last one.
 _CHAIN = (
     "WITH RECURSIVE chain(s) AS ("
@@ -117,8 +120,10 @@ class SQLiteStore:
     Every write is one transaction (``BEGIN IMMEDIATE``) that stores the run and
     appends its journal entry, in WAL mode with ``synchronous=FULL``: a committed
     transition survives a crash of the process or of the machine. Several threads
-    and several processes may share one file; each thread gets its own connection,
-    writers queue on SQLite's lock for up to ``timeout`` seconds.
+    and several processes may share one file; each thread gets its own connection.
+    The threads of one store that write at once share a transaction and its sync
+    (group commit; each change keeps its own outcome); processes queue on SQLite's
+    lock for up to ``timeout`` seconds.
 
     Args:
         path: The database file (created with the schema on first use), or
@@ -144,6 +149,7 @@ class SQLiteStore:
         self._pid = os.getpid()
         self._shared: sqlite3.Connection | None = None
         self._cache = _sql.RecordCache()
+        self._reset_writers()
         if self._memory:
             self._shared = self._connect()
         self._create_schema()
@@ -188,18 +194,78 @@ class SQLiteStore:
                 self._pid = os.getpid()
                 self._connections = []
                 self._local = threading.local()
+                self._reset_writers()
             conn = self._connect()
             self._local.conn = conn
         return conn
 
+    # --- writes: group commit ----------------------------------------------------------
+
+    def _reset_writers(self) -> None:
+        """The group-commit state (fresh in a forked child: no parent thread leads there)."""
+        self._mutex = threading.Lock()
+        self._queue: list[_Job] = []  # waiting writes, oldest first
+        self._leader: int | None = None  # the thread that holds the write turn
+
+    def _join(self, job: _Job) -> None:
+        """
+        Queue ``job`` and return when it is done (another thread committed it) or
+        when this thread holds the write turn (``job.done`` still False; the job
+        then is out of the queue).
+        """
+        me = job.thread
+        with self._mutex:
+            if self._leader is None:  # then nobody waits either
+                self._leader = me
+                return
+            if self._leader == me:
+                msg = f"SQLite store {self._path}: a write inside a write of the same thread"
+                raise StoreError(msg, url=self.url)
+            wake = job.wake = threading.Lock()
+            wake.acquire()
+            self._queue.append(job)
+        try:
+            wake.acquire()  # released once: the job is done, or the turn is this thread's
+        except BaseException:  # an interrupt (a signal) while waiting
+            with self._mutex:
+                if job in self._queue:  # not taken: it will never be written
+                    self._queue.remove(job)
+                    raise
+                handed = self._leader == me and not job.done
+            if handed:  # pass the turn on, or the other writers would wait forever
+                self._hand_over([], job)
+            raise  # taken by a leader: it is written or not, as that commit goes
+
+    def _hand_over(self, batch: list[_Job], own: _Job) -> None:
+        """Mark ``batch`` done, pass the turn to the oldest waiting write, wake the batch."""
+        with self._mutex:
+            for job in batch:
+                job.done = True
+            following = self._queue.pop(0) if self._queue else None
+            self._leader = None if following is None else following.thread
+        if following is not None and following.wake is not None:
+            following.wake.release()  # first: the next commit waits on nobody
+        for job in batch:
+            if job is not own and job.wake is not None:
+                job.wake.release()
+
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
-        """One write transaction: ``BEGIN IMMEDIATE`` ... ``COMMIT`` (rolled back on error)."""
+        """
+        One write transaction: ``BEGIN IMMEDIATE`` ... ``COMMIT`` (rolled back on
+        error), alone: it holds the write turn, so no group commit runs meanwhile.
+        """
         if self._shared is not None:
             with self._lock:
                 yield from self._transaction(self._shared)
-        else:
-            yield from self._transaction(self._conn())
+            return
+        conn = self._conn()
+        turn = _Job(None, ())
+        self._join(turn)
+        try:
+            yield from self._transaction(conn)
+        finally:
+            self._hand_over([turn], turn)
 
     def _transaction(self, conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
         try:
@@ -228,15 +294,34 @@ class SQLiteStore:
 
     def _apply(self, fn: Callable[..., _T], *args: Any) -> _T:
         """
-        ``fn(conn, *args)`` in one write transaction (what :meth:`_write` does, without
-        a generator's cost on the hot path).
+        ``fn(conn, *args)`` in a write transaction, committed (synced) before this
+        returns; its exception, if it raises, with its changes rolled back.
+
+        Group commit: the threads of this store that write at the same time share
+        one transaction and one sync. The first to find no writer leads: it applies
+        its change and every change waiting (``fn`` must write nothing when it
+        raises a refusal: a lost compare-and-set, a constraint), commits once, and
+        wakes the others, each of which returns its own result only after that
+        commit. Changes that arrive during the commit wait for the next leader, to
+        whom the leader hands the turn.
         """
         if self._shared is not None:
             with self._lock:
-                return self._apply_on(self._shared, fn, args)
-        return self._apply_on(self._conn(), fn, args)
+                return self._apply_alone(self._shared, fn, args)
+        conn = self._conn()
+        job = _Job(fn, args)
+        self._join(job)
+        if not job.done:  # this thread leads: commit its change and the waiting ones
+            batch = [job]
+            try:
+                self._commit_batch(conn, batch)
+            finally:
+                self._hand_over(batch, job)
+        if job.error is not None:
+            raise job.error
+        return typing.cast("_T", job.result)
 
-    def _apply_on(
+    def _apply_alone(
         self, conn: sqlite3.Connection, fn: Callable[..., _T], args: tuple[Any, ...]
     ) -> _T:
         try:
@@ -254,6 +339,68 @@ class SQLiteStore:
             conn.rollback()
             raise self._error("commit", exc) from exc
         return result
+
+    def _take(self, batch: list[_Job], limit: int) -> list[_Job]:
+        """Move up to ``limit`` waiting changes (not whole transactions) into ``batch``."""
+        taken: list[_Job] = []
+        if not self._queue:  # a hint read without the lock: a later arrival gets the turn
+            return taken
+        with self._mutex:
+            rest: list[_Job] = []
+            for job in self._queue:
+                if job.fn is not None and len(taken) < limit:
+                    taken.append(job)
+                else:
+                    rest.append(job)
+            self._queue = rest
+        batch.extend(taken)
+        return taken
+
+    def _commit_batch(self, conn: sqlite3.Connection, batch: list[_Job]) -> None:
+        """
+        One transaction of waiting changes, committed once; each change taken into
+        ``batch`` gets its result or its exception.
+
+        The leader applies its own change, then the ones waiting, then the ones
+        that arrived meanwhile, until none waits or the batch is full, and commits. A
+        change that is refused (a lost compare-and-set, a busy thread, a taken id)
+        has written nothing (see :func:`_commit` and :func:`_insert`), so the others
+        stay in the transaction. Any other error rolls the whole batch back: the
+        change that raised gets its exception, the others a ``StoreError``.
+        """
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:  # the lock stayed taken: only ours fails
+            for job in batch:
+                job.error = self._error("begin a write", exc)
+            return
+        failing: _Job | None = None
+        try:
+            taken = batch[:]  # the leader's own change first
+            while taken:
+                for job in taken:
+                    failing = job
+                    try:
+                        job.result = _run(job, conn)
+                    except (_LostError, sqlite3.IntegrityError) as exc:
+                        job.error = exc  # refused: it wrote nothing
+                taken = self._take(batch, _MAX_BATCH - len(batch))
+            failing = None
+            conn.execute("COMMIT")
+        except BaseException as exc:  # an I/O error, a failed commit, an interrupt
+            with contextlib.suppress(sqlite3.Error):
+                conn.rollback()
+            reason = f"{type(exc).__name__}: {exc}"
+            for job in batch:
+                job.result = None
+                job.error = StoreError(
+                    f"SQLite store {self._path}: a write failed and was rolled back ({reason})",
+                    url=self.url,
+                )
+            if not isinstance(exc, Exception):  # the others fail, the leader re-raises it
+                raise
+            if failing is not None:
+                failing.error = exc
 
     def _error(self, what: str, exc: sqlite3.Error) -> StoreError:
         return StoreError(f"SQLite store {self._path}: cannot {what}: {exc}", url=self.url)
@@ -508,10 +655,40 @@ def _lastrowid(cursor: sqlite3.Cursor) -> int:
 def _insert(
     conn: sqlite3.Connection, run_id: str, entry: tuple[Any, ...], tail: tuple[Any, ...]
 ) -> int:
-    """A run's first journal entry, then its row (``position``: the entry's sequence)."""
-    sequence = _lastrowid(conn.execute(_INSERT_FIRST, entry))
-    conn.execute(_INSERT_RUN, (run_id, sequence, sequence, *tail))
+    """
+    A run's row, then its first journal entry at the row's ``position``; a refused
+    row (the id taken, the thread busy) writes nothing.
+    """
+    sequence = _lastrowid(conn.execute(_INSERT_RUN, (run_id, *tail)))
+    conn.execute(_INSERT_FIRST, (sequence, *entry))
     return sequence
+
+
+#: The most changes one group commit takes (the rest wait for the next).
+_MAX_BATCH = 64
+
+
+def _run(job: _Job, conn: sqlite3.Connection) -> Any:
+    fn = job.fn
+    if fn is None:  # pragma: no cover - whole transactions never enter a batch
+        msg = "a whole transaction in a group commit"
+        raise StoreError(msg)
+    return fn(conn, *job.args)
+
+
+class _Job:
+    """One change waiting for a group commit: what to apply, then its outcome."""
+
+    __slots__ = ("args", "done", "error", "fn", "result", "thread", "wake")
+
+    def __init__(self, fn: Callable[..., Any] | None, args: tuple[Any, ...]) -> None:
+        self.fn = fn  # None: a whole transaction of its own (SQLiteStore._write)
+        self.args = args
+        self.thread = threading.get_ident()
+        self.wake: threading.Lock | None = None  # released when done or when it leads
+        self.result: Any = None
+        self.error: BaseException | None = None
+        self.done = False
 
 
 class _LostError(Exception):
@@ -585,10 +762,12 @@ def _commit(
 ) -> int:
     """
     The journal entry and the compare-and-set, inside an open write transaction;
-    the entry's sequence (0 without one).
+    the entry's sequence (0 without one). A refused change writes nothing: its
+    entry is deleted again, so a group commit goes on with the other changes.
 
     Raises:
-        _LostError: the stored version is not ``old.version`` (roll back: the entry goes too).
+        _LostError: the stored version is not ``old.version``.
+        sqlite3.IntegrityError: ``new`` would take a busy thread's lock.
     """
     before, after = old.record, new.record
     accrued = new.accrued
@@ -605,6 +784,14 @@ def _commit(
         mask |= 64
         params.append(sequence)
     params += (before.id, old.version)
-    if conn.execute(_update_sql(mask), params).rowcount == 0:
+    try:
+        updated = conn.execute(_update_sql(mask), params).rowcount
+    except sqlite3.IntegrityError:  # the thread is busy: take the entry back
+        if sequence:
+            conn.execute(_DROP_ENTRY, (sequence,))
+        raise
+    if updated == 0:  # the compare-and-set lost: take the entry back
+        if sequence:
+            conn.execute(_DROP_ENTRY, (sequence,))
         raise _LostError
     return sequence
