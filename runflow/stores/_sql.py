@@ -17,7 +17,7 @@ from __future__ import annotations
 import contextlib
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
 from runflow._convert import unstructure
@@ -341,17 +341,39 @@ def _load(value: object) -> Any:
     return _decode(value) if isinstance(value, str) else value
 
 
+#: The fields the lifecycle's own transitions set (status, stamps, the fields held in
+#: one status, ``expires_at``, ``usage``): a record changed in these only is encoded
+#: from the wire dict of the record before it, field by field.
+_PATCHABLE: frozenset[str] = frozenset(
+    (
+        "status",
+        "started_at",
+        "cancelled_at",
+        "failed_at",
+        "completed_at",
+        "expires_at",
+        "required_action",
+        "last_error",
+        "incomplete_details",
+        "usage",
+    )
+)
+
+
 class RecordCache:
     """
     The records a store last wrote or read, by id, with their JSON text: a row whose
     text is the cached one reuses the record instead of decoding it again (about 20
-    µs a read). Bounded; safe for threads (single dict operations).
+    µs a read). For a record the store wrote, it also keeps the wire dict, so the
+    next transition's record is encoded by patching the fields it changed instead of
+    unstructuring the whole record again (about 15 µs a write). Bounded; safe for
+    threads (single dict operations).
     """
 
     __slots__ = ("_items", "_size")
 
     def __init__(self, size: int = 4096) -> None:
-        self._items: dict[str, tuple[str, RunObject]] = {}
+        self._items: dict[str, tuple[str, RunObject, dict[str, Any] | None]] = {}
         self._size = size
 
     def read(self, run_id: str, text: str) -> RunObject:
@@ -363,13 +385,39 @@ class RecordCache:
         self.put(run_id, text, record)
         return record
 
-    def put(self, run_id: str, text: str, record: RunObject) -> None:
-        """Remember that ``record`` is stored as ``text``."""
+    def encode(
+        self,
+        record: RunObject,
+        before: RunObject | None = None,
+        changes: Mapping[str, Any] | None = None,
+    ) -> tuple[str, dict[str, Any]]:
+        """
+        The stored JSON of ``record`` and its wire dict. ``changes`` (the fields a
+        transition set on ``before`` to make ``record``) patch the wire dict this
+        cache holds for ``before``, if it holds one and they are lifecycle fields
+        only; otherwise the whole record is unstructured.
+        """
+        hit = self._items.get(record.id)
+        if hit is not None and hit[2] is not None:
+            if hit[1] is record:
+                return hit[0], hit[2]
+            if hit[1] is before and changes is not None and changes.keys() <= _PATCHABLE:
+                wire = hit[2].copy()
+                for name, value in changes.items():
+                    wire[name] = unstructure(value)
+                return _encode(wire), wire
+        wire = record.to_dict()
+        return _encode(wire), wire
+
+    def put(
+        self, run_id: str, text: str, record: RunObject, wire: dict[str, Any] | None = None
+    ) -> None:
+        """Remember that ``record`` is stored as ``text`` (with its wire dict, if known)."""
         items = self._items
         if len(items) >= self._size and run_id not in items:
             with contextlib.suppress(StopIteration, KeyError, RuntimeError):  # a racing thread
                 del items[next(iter(items))]
-        items[run_id] = (text, record)
+        items[run_id] = (text, record, wire)
 
     def drop(self, run_id: str) -> None:
         """Forget a run."""

@@ -462,7 +462,7 @@ class SQLiteStore:
             ValueError: the id is taken.
         """
         record = run.record
-        text = _sql.record_json(record)
+        text, wire = self._cache.encode(record)
         snapshot = text if change.run is record else _sql.record_json(change.run)
         tail = (
             record.thread_id,
@@ -477,7 +477,7 @@ class SQLiteStore:
                 sequence = self._apply(
                     _insert, record.id, _sql.journal_params(change, snapshot), tail
                 )
-                self._cache.put(record.id, text, record)
+                self._cache.put(record.id, text, record, wire)
             except sqlite3.IntegrityError as exc:
                 if f"{_RUNS}.id" in str(exc):
                     msg = f"a run with id {record.id!r} is already stored"
@@ -510,7 +510,9 @@ class SQLiteStore:
             runflow.ThreadBusyError: ``new`` is local and active on a thread that
                 has another local active run.
         """
-        text = _sql.record_json(new.record)
+        text, wire = self._cache.encode(
+            new.record, old.record, None if change is None else change.changes
+        )
         for _ in range(_BUSY_RETRIES):
             try:
                 sequence = self._apply(_commit, old, new, change, text)
@@ -521,7 +523,7 @@ class SQLiteStore:
                 if busy is not None:
                     raise busy from None
             else:
-                self._cache.put(new.record.id, text, new.record)
+                self._cache.put(new.record.id, text, new.record, wire)
                 return sequence
         raise ThreadBusyError(new.record.thread_id, "")  # pragma: no cover - a thread churning
 
@@ -534,7 +536,7 @@ class SQLiteStore:
         """
         del now  # the queue order needs no clock; the step stamps the runs
         out: list[tuple[StoredRun, int]] = []
-        written: list[tuple[RunObject, str]] = []
+        written: list[tuple[RunObject, str, dict[str, Any]]] = []
         if limit <= 0:
             return out
         try:
@@ -542,18 +544,18 @@ class SQLiteStore:
                 for row in conn.execute(_CLAIM, (limit,)).fetchall():
                     old = _sql.stored_from_row(row, self._cache)
                     new, change = step(old)
-                    text = _sql.record_json(new.record)
+                    text, wire = self._cache.encode(new.record, old.record, change.changes)
                     try:
                         sequence = _commit(conn, old, new, change, text)
                     except _LostError:  # pragma: no cover - we hold the write lock
                         msg = f"run {old.record.id} changed under the write lock"
                         raise StoreError(msg, url=self.url) from None
                     out.append((new, sequence))
-                    written.append((new.record, text))
+                    written.append((new.record, text, wire))
         except sqlite3.IntegrityError as exc:  # pragma: no cover - a step that breaks R1.3
             raise self._error("claim", exc) from exc
-        for record, text in written:
-            self._cache.put(record.id, text, record)
+        for record, text, wire in written:
+            self._cache.put(record.id, text, record, wire)
         return out
 
     def due(self, now: int, limit: int) -> list[str]:

@@ -176,7 +176,7 @@ def _insert_op(s: _Statements, run: StoredRun, change: Change, ambiguous: bool) 
         if row is not None and _sql.stored_from_row(row[:-1], s.cache) == run:
             position: int = row[-1]
             return position
-    text = _sql.record_json(record)
+    text, wire = s.cache.encode(record)
     entry = _sql.journal_params(change, text if change.run is record else _record(change))
     tail = (
         record.thread_id,
@@ -189,7 +189,7 @@ def _insert_op(s: _Statements, run: StoredRun, change: Change, ambiguous: bool) 
         rows = yield _Query(s.insert_same, (*entry, record.id, *tail))
     else:
         rows = yield _Query(s.insert_other, (*entry, record.id, *tail, text))
-    s.cache.put(record.id, text, record)
+    s.cache.put(record.id, text, record, wire)
     sequence: int = rows[0][0]
     return sequence
 
@@ -228,18 +228,18 @@ def _commit_op(
             rows = yield _Query(s.last_sequence, ([rid],))
             last: int = rows[0][1]
             return last
-    text = _sql.record_json(new.record)
+    text, wire = s.cache.encode(new.record, old.record, None if change is None else change.changes)
     params, kind = _commit_params(new, old, change, text)
     if kind is None:
         moved = yield _Query(s.update, params, "rowcount")
         if not moved:
             return None
-        s.cache.put(rid, text, new.record)
+        s.cache.put(rid, text, new.record, wire)
         return 0
     rows = yield _Query(s.commit_same if kind == "same" else s.commit_other, params)
     if not rows:
         return None
-    s.cache.put(rid, text, new.record)
+    s.cache.put(rid, text, new.record, wire)
     sequence: int = rows[0][0]
     return sequence
 
@@ -269,7 +269,13 @@ class _Claim:
         # a step journals another one.
         other = any(change.run is not new.record for _, new, change in steps)
         batch = [
-            _commit_params(new, old, change, _sql.record_json(new.record), snapshot=other)[0]
+            _commit_params(
+                new,
+                old,
+                change,
+                s.cache.encode(new.record, old.record, change.changes)[0],
+                snapshot=other,
+            )[0]
             for old, new, change in steps
         ]
         claimed = [new for _, new, _ in steps]

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from store_workers import T0, claim_step, create, move, new_run, postgres_dsn, sqlite_store
 
-from runflow import RunStatus, StoreError
-from runflow.stores import Store
+from runflow import Engine, RunStatus, StoreError
+from runflow.stores import Store, _sql
 from runflow.stores._base import SCHEMA_VERSION
+from runflow.testing import FakeClock
 
 S = RunStatus
 SQL = pytest.mark.parametrize("target", ["sqlite", "postgres"], indirect=True)
@@ -98,6 +101,68 @@ class TestSQLOnly:
         create(store, new_run("run_z", created_at=T0 + 1), since=T0 + 1)
         got = store.claim(limit=4, now=T0 + 10, step=claim_step("w1", T0 + 10))
         assert [r.record.id for r, _ in got] == ["run_b", "run_z", "run_a", "run_c"]
+
+    def test_stored_records_are_their_whole_encoding(
+        self, store: Store, target: tuple[str, str]
+    ) -> None:
+        """
+        A record encoded by patching the wire dict of the run before it is exactly
+        what encoding the whole record gives, on every path of the lifecycle.
+        """
+        clock = FakeClock(T0)
+        engine = Engine(clock=clock, store=store, lease=30)
+        tool = {"type": "function", "function": {"name": "get_weather"}}
+        call = {
+            "id": "c1",
+            "type": "function",
+            "function": {"name": "get_weather", "arguments": "{}"},
+        }
+
+        def new(thread: str, **kw: Any) -> str:
+            return engine.create(thread_id=thread, assistant_id="a", tools=[tool], **kw).id
+
+        ids = [new(f"t{i}") for i in range(6)]
+        (claimed,) = engine.claim("w1")  # the longest waiting (a tie: by id), leased
+        ids.remove(claimed.id)
+        ids = [claimed.id, *ids, new("t6", max_completion_tokens=300)]
+        engine.require_action(ids[0], [call], worker="w1")
+        engine.submit_tool_outputs(ids[0], [{"tool_call_id": "c1", "output": "ok"}])
+        engine.start(ids[0])
+        engine.complete(ids[0], usage={"prompt_tokens": 3, "completion_tokens": 4})
+        engine.modify(ids[0], metadata={"k": "v"})
+        engine.start(ids[1])
+        engine.cancel(ids[1])
+        engine.finish_cancel(ids[1])
+        engine.start(ids[2])
+        engine.fail(ids[2], code="server_error", message="boom")
+        engine.start(ids[3])
+        engine.cancel(ids[3])
+        engine.complete(ids[3])
+        engine.start(ids[6])
+        engine.add_usage(ids[6], prompt_tokens=10, completion_tokens=5)
+        engine.add_usage(ids[6], prompt_tokens=10, completion_tokens=500)  # over budget
+        engine.start(ids[4])
+        clock.advance(601)
+        engine.sweep()  # ids[4] (in_progress) and ids[5] (queued) expire
+        statuses = set()
+        for run_id in ids:
+            run = engine.get(run_id)
+            statuses.add(run.status)
+            ((stored,),) = _raw_sql(
+                target,
+                f"SELECT record FROM runflow_runs WHERE id = '{run_id}'",  # noqa: S608 - our ids
+            )
+            assert isinstance(stored, str | dict)
+            if isinstance(stored, str):
+                assert stored == _sql.record_json(run)
+                stored = json.loads(stored)
+            assert stored == run.to_dict()
+        assert statuses == set(RunStatus) - {
+            S.QUEUED,
+            S.IN_PROGRESS,
+            S.REQUIRES_ACTION,
+            S.CANCELLING,
+        }
 
     def test_journal_keeps_the_change_snapshot(self, store: Store) -> None:
         """The journal stores the change's own snapshot of the run."""
