@@ -30,6 +30,7 @@ from runflow._model import (
     SubmitToolOutputs,
     Usage,
     evolve_run,
+    new_run,
 )
 from runflow._validate import check_create, check_tool_calls, last_error
 from runflow._validate import metadata as check_metadata
@@ -334,13 +335,11 @@ class Engine:
         if not isinstance(run_id, str) or not run_id:
             msg = f"id_factory returned {run_id!r}; expected a non-empty string"
             raise RunflowError(msg)
-        run = RunObject(
-            id=run_id,
-            created_at=now,
-            status=_QUEUED,
-            expires_at=now + ttl,
-            **fields,
-        )
+        fields["id"] = run_id
+        fields["created_at"] = now
+        fields["status"] = _QUEUED
+        fields["expires_at"] = now + ttl
+        run = new_run(fields)
         change = _tuple_new(Change, (run_id, now, "create", None, _QUEUED, None, _NO_PAYLOAD, run))
         stored = _tuple_new(StoredRun, (run, 1, None, False, now, None, None))
         try:

@@ -508,3 +508,34 @@ def evolve_run(run: RunObject, changes: Mapping[str, Any], _new: Any = object.__
     fields.update(run.__dict__)
     fields.update(changes)
     return new
+
+
+def _run_defaults() -> dict[str, Any]:
+    """Every RunObject field, in declaration order, with its default (None if required)."""
+    defaults: dict[str, Any] = {}
+    for field in attrs.fields(RunObject):
+        if isinstance(field.default, attrs.Factory):  # type: ignore[arg-type]
+            msg = f"RunObject.{field.name}: new_run() shares defaults; a factory would be shared"
+            raise TypeError(msg)
+        defaults[field.name] = None if field.default is attrs.NOTHING else field.default
+    return defaults
+
+
+_RUN_DEFAULTS = _run_defaults()
+
+
+def new_run(fields: Mapping[str, Any], _new: Any = object.__new__) -> RunObject:
+    """
+    A new RunObject from ``fields`` (the required ones among them), the others at
+    their defaults.
+
+    Like :func:`evolve_run`, it fills the instance dict directly (0.55 µs on this
+    machine, against 1.45 µs for the constructor), in declaration order so that
+    runs share their dict keys; no validators run, as callers pass values already
+    checked.
+    """
+    run: RunObject = _new(RunObject)
+    values = run.__dict__
+    values.update(_RUN_DEFAULTS)
+    values.update(fields)
+    return run
