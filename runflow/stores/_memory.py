@@ -10,6 +10,7 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 from runflow._convert import unstructure
+from runflow._machine import ASSISTANTS_RUN, LifecycleProfile
 from runflow._model import (
     ACTIVE_STATUSES,
     STATUS_BY_VALUE,
@@ -69,6 +70,23 @@ _NONES = (None,) * len(_FRESH)
 #: Fields whose first value a derived head knows: the fresh ones, status, expires_at.
 _DERIVABLE: frozenset[str] = frozenset((*_FRESH, "status", "expires_at"))
 _ACTIVE: dict[RunStatus, bool] = {s: s in ACTIVE_STATUSES for s in RunStatus}
+
+
+def _effect_fields(profile: LifecycleProfile) -> frozenset[str]:
+    """The fields a transition of ``profile`` can set: its entry effects' only."""
+    fields = {"status", "expires_at", "usage", *profile.exclusive}
+    for effects in profile.enter.values():
+        fields.update(f for f in (effects.stamp, effects.holds) if f is not None)
+    return frozenset(fields)
+
+
+#: Triggers whose changes are the machine's entry effects alone, all derivable fields:
+#: journaling them never needs the derivability check.
+_EFFECTS_ONLY: frozenset[str] = (
+    frozenset(ASSISTANTS_RUN.triggers)
+    if _effect_fields(ASSISTANTS_RUN) <= _DERIVABLE
+    else frozenset()
+)
 _TERMINAL = TERMINAL_STATUSES
 
 
@@ -336,16 +354,19 @@ class MemoryStore:
     @staticmethod
     def _journal(journal: _Journal, sequence: int, change: Change, old: RunObject | None) -> None:
         """Append ``change`` to a run's journal (lock held); ``old``: the run before it."""
-        changes = change.changes
-        if old is not None and type(journal[0]) is int and not changes.keys() <= _DERIVABLE:
+        _, at, trigger, before, after, worker, changes, _ = change
+        if (
+            old is not None
+            and type(journal[0]) is int
+            and trigger not in _EFFECTS_ONLY
+            and not changes.keys() <= _DERIVABLE
+        ):
             journal[0] = _first(journal[0], old)  # the head can no longer be derived
-        before = change.from_status
-        after = change.to_status
         journal += (
             sequence,
-            change.at,
-            change.trigger,
-            change.worker,
+            at,
+            trigger,
+            worker,
             None if before is None else before._value_,
             after._value_,
             len(changes),

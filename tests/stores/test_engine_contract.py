@@ -439,6 +439,9 @@ class TestModify:
         )
         assert last.changes == {"metadata": {"reviewed": "yes"}}
         assert last.run == changed
+        history = engine.history(run)
+        assert [e.run.metadata for e in history] == [{}, {}, {}, {"reviewed": "yes"}]
+        assert history[0].run.status is RunStatus.QUEUED
 
     def test_metadata_limits_apply(self, engine: Engine) -> None:
         """Values must be strings: OpenAI's message names the key."""
