@@ -88,6 +88,7 @@ _NO_PAYLOAD: Mapping[str, Any] = {}
 # time of their keyword-checking constructors (all fields given, in order).
 _tuple_new = tuple.__new__
 _object_new = object.__new__
+_object_set = object.__setattr__
 _LEASED: frozenset[str] = frozenset({_IN_PROGRESS.value})  # where a lease matters
 _STRIPES = 256  # per-run locks are striped: no per-run allocation, no global lock
 _MAX_RETRIES = 8  # compare-and-set retries against a store shared with other processes
@@ -1203,10 +1204,10 @@ class Engine:
         step = Step(record, now, payload)
         self._events[trigger].trigger(step)  # the machine decides and performs the change
         changes = step.changes
-        changed: RunObject = _object_new(RunObject)  # evolve_run(record, changes), inlined
-        fields = changed.__dict__
-        fields.update(record.__dict__)
+        fields = record.__dict__.copy()  # evolve_run(record, changes), inlined
         fields.update(changes)
+        changed: RunObject = _object_new(RunObject)
+        _object_set(changed, "__dict__", fields)
         status = changed.status
         if status is _IN_PROGRESS:
             holder = worker if lease is not None else stored.worker

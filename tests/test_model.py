@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -11,6 +12,7 @@ import pytest
 
 from runflow import (
     CodeInterpreterTool,
+    Engine,
     FileSearch,
     FileSearchRankingOptions,
     FileSearchTool,
@@ -34,6 +36,8 @@ from runflow import (
     Usage,
     ValidationError,
 )
+from runflow._model import evolve_run
+from runflow.testing import FakeClock
 
 #: The six keys the reader requires; everything else defaults.
 MINIMAL: dict[str, Any] = {
@@ -604,3 +608,25 @@ class TestValidationErrors:
         assert isinstance(info.value, ValidationError)
         assert info.value.errors
         assert all(" @ " in e for e in info.value.errors)
+
+
+class TestRecordDicts:
+    """The engine's fast record builders keep the records' dicts small."""
+
+    @pytest.mark.skipif(sys.implementation.name != "cpython", reason="CPython's key-sharing dicts")
+    def test_created_and_changed_records_share_their_keys(self) -> None:
+        """
+        Records the engine creates and changes have key-sharing instance dicts, as
+        constructor-made ones do (an unshared dict of 27 keys is about three times
+        bigger, and every live run holds one).
+        """
+        engine = Engine(clock=FakeClock(1_700_000_000))
+        created = engine.create(thread_id="thread_a", assistant_id="asst_a")
+        started = engine.start(created)
+        made = RunObject(
+            id="run_x", created_at=1, thread_id="t", assistant_id="a", status=RunStatus.QUEUED
+        )
+        size = sys.getsizeof(made.__dict__)
+        assert sys.getsizeof(created.__dict__) == size
+        assert sys.getsizeof(started.__dict__) == size
+        assert created == evolve_run(made, {k: getattr(created, k) for k in created.__dict__})
