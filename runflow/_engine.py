@@ -252,6 +252,7 @@ class Engine:
         self._delivering = threading.local()
         # a store shared between processes delivers every event through its journal
         self._watch = getattr(self._store, "watch", None)
+        self._peek: Callable[[str], StoredRun | None] | None = getattr(self._store, "peek", None)
         self._stop_watch: Callable[[], None] | None = None
 
     def __repr__(self) -> str:
@@ -1044,7 +1045,7 @@ class Engine:
             and record.status in ACTIVE_STATUSES
         )
 
-    def _transition(  # noqa: C901 - the hot path, in one frame
+    def _transition(  # noqa: C901, PLR0912 - the hot path, in one frame
         self,
         run_id: str,
         trigger: str | None,
@@ -1067,13 +1068,20 @@ class Engine:
         """
         lock = self._locks[hash(run_id) % _STRIPES]
         store = self._store
+        # a store that knows the run as it last wrote it saves a read; its copy may be
+        # stale (another process moved the run): the compare-and-set finds out, and a
+        # refusal made on it is checked against a fresh read before it is raised
+        peek = self._peek if trigger is not None else None
         conflicts = 0
         try:
             while True:
                 with lock:
-                    stored = store.get(run_id)
+                    stored = None if peek is None else peek(run_id)
+                    peeked = stored is not None
                     if stored is None:
-                        raise RunNotFoundError(run_id)
+                        stored = store.get(run_id)
+                        if stored is None:
+                            raise RunNotFoundError(run_id)
                     now = self._clock.now()
                     try:
                         record = stored.record
@@ -1105,14 +1113,24 @@ class Engine:
                         fire, payload, accrued = decide(stored, now)
                         return self._commit(stored, fire, payload, now, accrued, worker, lease)
                     except _Conflict:
+                        peek = None
                         conflicts += 1
                         if conflicts >= _MAX_RETRIES:
                             break
+                    except Exception:
+                        if not peeked or not self._stale(stored):
+                            raise
+                        peek = None  # decided on a stale copy: decide again on the fresh run
             msg = f"run {run_id!r} kept changing under this engine; gave up after {_MAX_RETRIES}"
             raise RunflowError(msg)
         finally:
             if self._outbox:
                 self._drain()
+
+    def _stale(self, stored: StoredRun) -> bool:
+        """Whether the store now holds another version of the run than ``stored``."""
+        fresh = self._store.get(stored.record.id)
+        return fresh is None or fresh.version != stored.version
 
     def _permit(
         self,

@@ -6,6 +6,7 @@ import contextlib
 import os
 import sqlite3
 import threading
+import time
 import typing
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -149,6 +150,7 @@ class SQLiteStore:
         self._pid = os.getpid()
         self._shared: sqlite3.Connection | None = None
         self._cache = _sql.RecordCache()
+        self._known: dict[str, StoredRun] = {}  # see peek()
         self._reset_writers()
         if self._memory:
             self._shared = self._connect()
@@ -169,7 +171,7 @@ class SQLiteStore:
             )
             conn.execute(f"PRAGMA busy_timeout = {int(self._timeout * 1000)}")
             if not self._memory:
-                mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+                mode = self._wal(conn)
                 if str(mode).lower() != "wal":  # pragma: no cover - exotic filesystems
                     msg = f"SQLite could not switch {self._path} to WAL mode (got {mode!r})"
                     raise StoreError(msg, url=self.url)
@@ -181,6 +183,21 @@ class SQLiteStore:
         with self._lock:
             self._connections.append(conn)
         return conn
+
+    def _wal(self, conn: sqlite3.Connection) -> object:
+        """
+        Switch to WAL mode. On a new file another process may be doing the same, or
+        creating the tables: SQLite then says "locked" at once, without waiting on
+        the busy timeout, so this waits and retries for up to ``timeout`` seconds.
+        """
+        deadline = time.monotonic() + self._timeout
+        while True:
+            try:
+                return conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() >= deadline:
+                    raise
+                time.sleep(0.01)
 
     def _conn(self) -> sqlite3.Connection:
         if self._shared is not None:
@@ -450,7 +467,29 @@ class SQLiteStore:
                 raise self._error("read", exc) from exc
         else:
             row = self._read(lambda c: c.execute(_GET, (run_id,)).fetchone())
-        return None if row is None else _sql.stored_from_row(row, self._cache)
+        if row is None:
+            self._known.pop(run_id, None)
+            return None
+        stored = _sql.stored_from_row(row, self._cache)
+        self._remember(stored)
+        return stored
+
+    def peek(self, run_id: str) -> StoredRun | None:
+        """
+        The run as this store last wrote or read it, without reading the database
+        (None if it knows none). Another process may have changed the run since:
+        the engine takes it as a guess, which the compare-and-set of its commit
+        checks, and reads the run afresh before it refuses anything made on it.
+        """
+        return self._known.get(run_id)
+
+    def _remember(self, stored: StoredRun) -> None:
+        known = self._known
+        run_id = stored.record.id
+        if len(known) >= _KNOWN and run_id not in known:
+            with contextlib.suppress(StopIteration, KeyError, RuntimeError):  # a racing thread
+                del known[next(iter(known))]
+        known[run_id] = stored
 
     def insert(self, run: StoredRun, change: Change) -> int:
         """
@@ -478,6 +517,7 @@ class SQLiteStore:
                     _insert, record.id, _sql.journal_params(change, snapshot), tail
                 )
                 self._cache.put(record.id, text, record, wire)
+                self._remember(run)
             except sqlite3.IntegrityError as exc:
                 if f"{_RUNS}.id" in str(exc):
                     msg = f"a run with id {record.id!r} is already stored"
@@ -517,13 +557,18 @@ class SQLiteStore:
             try:
                 sequence = self._apply(_commit, old, new, change, text)
             except _LostError:
+                self._known.pop(old.record.id, None)
                 return None
             except sqlite3.IntegrityError as exc:
                 busy = self._busy(new, exc)
                 if busy is not None:
                     raise busy from None
+            except BaseException:
+                self._known.pop(old.record.id, None)
+                raise
             else:
                 self._cache.put(new.record.id, text, new.record, wire)
+                self._remember(new)
                 return sequence
         raise ThreadBusyError(new.record.thread_id, "")  # pragma: no cover - a thread churning
 
@@ -556,6 +601,8 @@ class SQLiteStore:
             raise self._error("claim", exc) from exc
         for record, text, wire in written:
             self._cache.put(record.id, text, record, wire)
+        for new, _ in out:
+            self._remember(new)
         return out
 
     def due(self, now: int, limit: int) -> list[str]:
@@ -624,6 +671,7 @@ class SQLiteStore:
             conn.execute(_DISCARD_JOURNAL, (run_id,))
             conn.execute(f"DELETE FROM {_RUNS} WHERE id = ?", (run_id,))
         self._cache.drop(run_id)
+        self._known.pop(run_id, None)
 
     def close(self) -> None:
         """Close every connection this store opened (idempotent)."""
@@ -666,6 +714,8 @@ def _insert(
     return sequence
 
 
+#: Runs a store remembers as it last wrote or read them (see SQLiteStore.peek).
+_KNOWN = 4096
 #: The most changes one group commit takes (the rest wait for the next).
 _MAX_BATCH = 64
 

@@ -459,3 +459,52 @@ def test_store_is_used(engine: Engine, store: Store) -> None:
     stored = store.get(run)
     assert stored is not None
     assert stored.record.id == run
+
+
+class TestTwoHandles:
+    """
+    Two engines on two handles of one store (two processes): an engine never acts
+    on what it last saw of a run when the store holds a newer version.
+    """
+
+    @pytest.fixture(name="engines")
+    def _engines(self, open_store: Callable[..., Store], clock: FakeClock) -> tuple[Engine, Engine]:
+        return Engine(clock=clock, store=open_store()), Engine(clock=clock, store=open_store())
+
+    def test_a_refusal_is_checked_against_the_stored_run(
+        self, engines: tuple[Engine, Engine]
+    ) -> None:
+        """A saw the run waiting for outputs; B moved it on: A's complete() succeeds."""
+        a, b = engines
+        run = new(a, "t")
+        a.start(run)
+        a.require_action(run, [CALL])
+        b.submit_tool_outputs(run, [OUTPUT])
+        b.start(run)
+        done = a.complete(run, usage={"prompt_tokens": 1, "completion_tokens": 1})
+        assert done.status is RunStatus.COMPLETED
+        assert [e.trigger for e in a.history(run)][-3:] == [
+            "submit_tool_outputs",
+            "start",
+            "complete",
+        ]
+
+    def test_a_stale_permission_loses_to_the_stored_run(
+        self, engines: tuple[Engine, Engine]
+    ) -> None:
+        """A saw the run in progress; B completed it: A's fail() is refused, nothing written."""
+        a, b = engines
+        run = new(a, "t")
+        a.start(run)
+        b.complete(run)
+        with pytest.raises(InvalidTransitionError, match="Cannot fail run with status 'completed'"):
+            a.fail(run, code="server_error", message="late")
+        assert a.get(run).status is RunStatus.COMPLETED
+        assert len(a.history(run)) == 3
+
+    def test_a_genuine_refusal_stays(self, engines: tuple[Engine, Engine]) -> None:
+        """Nothing changed elsewhere: A's refusal is raised as it is."""
+        a, _ = engines
+        run = new(a, "t")
+        with pytest.raises(InvalidTransitionError, match="do not accept tool outputs"):
+            a.submit_tool_outputs(run, [OUTPUT])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -406,6 +407,51 @@ class TestSQLite:
             blocker.execute("ROLLBACK")
             blocker.close()
         create(store, new_run("run_a"))
+        store.close()
+
+    def test_opening_a_new_file_waits_for_another_writer(self, tmp_path: Path) -> None:
+        """
+        Opening a new file while another connection holds it (another process
+        creating it) waits for it, as the busy timeout promises, instead of failing
+        at once with "database is locked" when switching to WAL mode.
+        """
+        path = tmp_path / "new.db"
+        blocker = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        blocker.execute("BEGIN EXCLUSIVE")
+        blocker.execute("CREATE TABLE other (x)")
+        release = threading.Timer(0.3, blocker.execute, args=("COMMIT",))
+        release.start()
+        try:
+            store = sqlite_store(str(path), timeout=10)
+        finally:
+            release.join()
+            blocker.close()
+        create(store, new_run("run_a"))
+        assert store.get("run_a") is not None
+        store.close()
+
+    def test_wal_switch_retries_an_immediate_locked(self, tmp_path: Path) -> None:
+        """
+        SQLite refuses a lock at once, without the busy handler, where waiting could
+        deadlock (two processes opening one new file): the WAL switch retries then.
+        """
+        store = sqlite_store(str(tmp_path / "runs.db"), timeout=5)
+
+        class Flaky:
+            calls = 0
+
+            def execute(self, sql: str) -> Any:
+                self.calls += 1
+                if self.calls < 3:
+                    raise sqlite3.OperationalError("database is locked")
+                return sqlite3.connect(":memory:").execute("SELECT 'wal'")
+
+        conn = Flaky()
+        assert store._wal(conn) == "wal"  # type: ignore[arg-type]
+        assert conn.calls == 3
+        store._timeout = 0.05
+        with pytest.raises(sqlite3.OperationalError, match="locked"):
+            store._wal(type("Locked", (Flaky,), {"calls": -(10**9)})())  # type: ignore[arg-type]
         store.close()
 
 
