@@ -115,6 +115,19 @@ class LifecycleProfile:
         """Every trigger, in table order."""
         return tuple(dict.fromkeys(t.trigger for t in self.transitions))
 
+    @property
+    def effect_fields(self) -> frozenset[str]:
+        """
+        The fields a transition of this profile can set.
+
+        That is ``status`` and the fields its entry effects set or clear (stamps,
+        held fields, ``expires_at``, ``usage``).
+        """
+        fields = {"status", "expires_at", "usage", *self.exclusive}
+        for effects in self.enter.values():
+            fields.update(f for f in (effects.stamp, effects.holds) if f is not None)
+        return frozenset(fields)
+
 
 S = RunStatus
 

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from runflow import (
+    ASSISTANTS_RUN,
     CodeInterpreterTool,
     Engine,
     FunctionCall,
@@ -154,6 +155,39 @@ class TestDrive:
 
 class TestTransitionMatrix:
     """All 81 (status, trigger) pairs: allowed ones move and stamp, the rest raise."""
+
+    @pytest.mark.parametrize(
+        ("status", "trigger"), ALLOWED_PAIRS, ids=[pair_id(p) for p in ALLOWED_PAIRS]
+    )
+    def test_changes_stay_within_the_effect_fields(
+        self,
+        *,
+        drive: Callable[..., RunObject],
+        fire: Callable[[str, Any], RunObject],
+        status: str,
+        trigger: str,
+    ) -> None:
+        """A transition changes only fields the profile's ``effect_fields`` names."""
+        before = drive(status)
+        after = fire(trigger, before.id)
+        changed = {k for k, v in after.__dict__.items() if before.__dict__[k] != v}
+        assert changed
+        assert changed <= ASSISTANTS_RUN.effect_fields
+
+    def test_effect_fields(self) -> None:
+        """Status, the stamps, the held fields, expires_at and usage."""
+        assert ASSISTANTS_RUN.effect_fields == {
+            "status",
+            "started_at",
+            "cancelled_at",
+            "failed_at",
+            "completed_at",
+            "expires_at",
+            "required_action",
+            "last_error",
+            "incomplete_details",
+            "usage",
+        }
 
     @pytest.mark.parametrize(
         ("status", "trigger"), ALLOWED_PAIRS, ids=[pair_id(p) for p in ALLOWED_PAIRS]

@@ -6,15 +6,14 @@ import heapq
 import operator
 import threading
 import typing
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from typing import Any
 
 from runflow._convert import unstructure
-from runflow._machine import ASSISTANTS_RUN, LifecycleProfile
+from runflow._machine import ASSISTANTS_RUN
 from runflow._model import (
     ACTIVE_STATUSES,
     STATUS_BY_VALUE,
-    TERMINAL_STATUSES,
     RequiredAction,
     RunObject,
     RunStatus,
@@ -26,7 +25,6 @@ from runflow.stores._base import Change, ClaimStep, JournalEntry, StoredRun
 
 __all__ = ["MemoryStore"]
 
-_NO_CHANGES: Mapping[str, Any] = {}
 
 # enum members as module constants: a class attribute lookup costs ~85 ns on 3.11
 _CANCELLING = RunStatus.CANCELLING
@@ -72,22 +70,13 @@ _DERIVABLE: frozenset[str] = frozenset((*_FRESH, "status", "expires_at"))
 _ACTIVE: dict[RunStatus, bool] = {s: s in ACTIVE_STATUSES for s in RunStatus}
 
 
-def _effect_fields(profile: LifecycleProfile) -> frozenset[str]:
-    """The fields a transition of ``profile`` can set: its entry effects' only."""
-    fields = {"status", "expires_at", "usage", *profile.exclusive}
-    for effects in profile.enter.values():
-        fields.update(f for f in (effects.stamp, effects.holds) if f is not None)
-    return frozenset(fields)
-
-
 #: Triggers whose changes are the machine's entry effects alone, all derivable fields:
 #: journaling them never needs the derivability check.
 _EFFECTS_ONLY: frozenset[str] = (
     frozenset(ASSISTANTS_RUN.triggers)
-    if _effect_fields(ASSISTANTS_RUN) <= _DERIVABLE
+    if ASSISTANTS_RUN.effect_fields <= _DERIVABLE
     else frozenset()
 )
-_TERMINAL = TERMINAL_STATUSES
 
 
 def _head(run: StoredRun) -> Any:
@@ -321,19 +310,19 @@ class MemoryStore:
         runs leave ``queued``.
         """
         heap, runs, queued = self._queue, self._runs, self._queued
-        out: list[str] = []
+        out: dict[str, None] = {}  # ordered, and a run taken twice is seen at once
         taken: list[tuple[int, int, str]] = []
         while heap and len(out) < limit:
             entry = heapq.heappop(heap)
             since, _, rid = entry
             if rid in queued and runs[rid].since == since and rid not in out:
-                out.append(rid)
+                out[rid] = None
                 taken.append(entry)
             elif self._queue_stale > 0:
                 self._queue_stale -= 1  # a stale entry dropped on the way
         for entry in taken:
             heapq.heappush(heap, entry)
-        return out
+        return list(out)
 
     def _forget_queued(self) -> None:
         """

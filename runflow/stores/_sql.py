@@ -21,6 +21,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
 from runflow._convert import unstructure
+from runflow._machine import ASSISTANTS_RUN
 from runflow._model import STATUS_BY_VALUE, RunObject, Usage
 from runflow.exceptions import StoreError
 from runflow.stores._base import ACTIVE_VALUES, SCHEMA_VERSION, Change, JournalEntry, StoredRun
@@ -341,23 +342,9 @@ def _load(value: object) -> Any:
     return _decode(value) if isinstance(value, str) else value
 
 
-#: The fields the lifecycle's own transitions set (status, stamps, the fields held in
-#: one status, ``expires_at``, ``usage``): a record changed in these only is encoded
-#: from the wire dict of the record before it, field by field.
-_PATCHABLE: frozenset[str] = frozenset(
-    (
-        "status",
-        "started_at",
-        "cancelled_at",
-        "failed_at",
-        "completed_at",
-        "expires_at",
-        "required_action",
-        "last_error",
-        "incomplete_details",
-        "usage",
-    )
-)
+#: The fields the lifecycle's own transitions set: a record changed in these only is
+#: encoded from the wire dict of the record before it, field by field.
+_PATCHABLE: frozenset[str] = ASSISTANTS_RUN.effect_fields
 
 
 class RecordCache:
