@@ -32,9 +32,8 @@ nitpick_ignore = [
     # Annotations name the defining private module; the class is documented as
     # runflow.Lifecycle.
     ("py:class", "runflow._machine.Lifecycle"),
-    # The machine's private per-transition object and its callback type.
+    # The machine's private per-transition object.
     ("py:class", "runflow._machine.Step"),
-    ("py:class", "EnterCallback"),
     # Type aliases in runflow.testing's annotations, documented in words on their pages.
     ("py:class", "Step"),
     ("py:class", "CancelStep"),

@@ -17,10 +17,9 @@ import structlog.stdlib
 from runflow._clock import Clock, SystemClock
 from runflow._convert import structure_run, structure_tool_calls, structure_tool_outputs
 from runflow._events import RunEvent
-from runflow._machine import ASSISTANTS_RUN, Enter, Lifecycle, Step
+from runflow._machine import ASSISTANTS_LIFECYCLE, Lifecycle, Step
 from runflow._model import (
     ACTIVE_STATUSES,
-    STATUS_BY_VALUE,
     TERMINAL_STATUSES,
     IncompleteDetails,
     IncompleteReason,
@@ -78,11 +77,6 @@ Subscriber = Callable[[RunEvent], object]
 _ZERO = Usage(prompt_tokens=0, completion_tokens=0, total_tokens=0)
 _PLAIN: dict[str, str] = {s.value: s.value for s in RunStatus}  # log plain JSON strings
 _EVENT: dict[str, str] = {s.value: f"thread.run.{s.value}" for s in RunStatus}
-#: status -> the exclusive fields (non-null in one other status only) to clear on entry
-_CLEARS: dict[str, tuple[str, ...]] = {
-    s.value: tuple(f for f, holder in ASSISTANTS_RUN.exclusive.items() if holder != s)
-    for s in RunStatus
-}
 _NO_PAYLOAD: Mapping[str, Any] = {}
 # StoredRun and Change are named tuples; tuple.__new__ builds one in a fraction of the
 # time of their keyword-checking constructors (all fields given, in order).
@@ -96,29 +90,7 @@ _log = structlog.get_logger("runflow")
 _configured = structlog.is_configured
 
 
-def _enter(effects: Enter, step: Step) -> None:
-    """
-    The always-on step: stamp and clear fields from the destination status.
-
-    The machine calls it on entering every status (LIFECYCLE §3 and §8).
-    """
-    changes = step.changes
-    dest = step.state
-    changes["status"] = STATUS_BY_VALUE[dest]
-    if effects.stamp is not None:
-        changes[effects.stamp] = step.now
-    fields = step.run.__dict__
-    for field in _CLEARS[dest]:
-        if fields[field] is not None:
-            changes[field] = None
-    if effects.holds is not None:
-        changes[effects.holds] = step.payload.get(effects.holds)
-    if effects.ends:
-        changes["expires_at"] = None
-        changes["usage"] = step.payload.get("usage")
-
-
-_LIFECYCLE = Lifecycle(ASSISTANTS_RUN, _enter)
+_LIFECYCLE = ASSISTANTS_LIFECYCLE
 
 
 _ID_TABLE = bytes.maketrans(b"-_", b"xQ")

@@ -21,7 +21,7 @@ callbacks, and its ``on_enter`` callbacks take the model itself.
 
 from __future__ import annotations
 
-import functools
+import operator
 import typing
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
@@ -34,6 +34,7 @@ from transitions import Event, Machine, MachineError, State
 from runflow._model import RunStatus
 
 __all__ = [
+    "ASSISTANTS_LIFECYCLE",
     "ASSISTANTS_RUN",
     "Enter",
     "Lifecycle",
@@ -220,7 +221,37 @@ class _Machine(Machine):
         model.state = state
 
 
-EnterCallback = Callable[[Enter, Step], None]
+def entering(status: str, effects: Enter, clears: tuple[str, ...]) -> Callable[[Step], None]:
+    """
+    The ``on_enter`` callback of ``status``: its entry effects, as a closure over them.
+
+    It collects into ``step.changes``: the status itself; *now* in the stamp field;
+    null in each field of ``clears`` (the fields held by other statuses) that is not
+    null yet; the held field from the trigger's payload; for a terminal status, null
+    ``expires_at`` and the payload's ``usage``. One closure per status keeps the
+    per-transition work to the effects that status has (LIFECYCLE §3 and §8).
+    """
+    stamp, holds, ends = effects.stamp, effects.holds, effects.ends
+    # one C call reads every field to clear; their values are compared with nulls
+    pick = operator.itemgetter(*clears) if clears else None
+    nones: Any = (None,) * len(clears) if len(clears) != 1 else None
+
+    def enter(step: Step) -> None:
+        changes = step.changes
+        changes["status"] = status
+        if stamp is not None:
+            changes[stamp] = step.now
+        if pick is not None and pick(fields := step.run.__dict__) != nones:
+            for field in clears:
+                if fields[field] is not None:
+                    changes[field] = None
+        if holds is not None:
+            changes[holds] = step.payload.get(holds)
+        if ends:
+            changes["expires_at"] = None
+            changes["usage"] = step.payload.get("usage")
+
+    return enter
 
 
 @typing.final
@@ -239,12 +270,12 @@ class Lifecycle:
     .. versionadded:: 0.1.0
     """
 
-    def __init__(self, profile: LifecycleProfile, on_enter: EnterCallback) -> None:
+    def __init__(self, profile: LifecycleProfile) -> None:
         self.profile = profile
-        enter = profile.enter
 
         def callback(status: str) -> Callable[[Step], None]:
-            return functools.partial(on_enter, enter[status])
+            clears = tuple(f for f, holder in profile.exclusive.items() if holder != status)
+            return entering(status, profile.enter[status], clears)
 
         self.machine = _Machine(
             model=None,
@@ -360,3 +391,7 @@ class Lifecycle:
         for status in sorted(self.profile.terminal):
             graph.node(str(status), peripheries="2")
         return graph
+
+
+#: The one shared machine of the Assistants run lifecycle: every engine drives it.
+ASSISTANTS_LIFECYCLE = Lifecycle(ASSISTANTS_RUN)
