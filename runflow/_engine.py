@@ -1047,52 +1047,55 @@ class Engine:
         conflicts = 0
         try:
             while True:
-                with lock:
+                lock.acquire()  # not `with`: that costs ~0.14 us more per call on 3.11
+                peeked = False
+                try:
                     stored = None if peek is None else peek(run_id)
                     peeked = stored is not None
                     if stored is None:
                         stored = store.get(run_id)
                         if stored is None:
-                            raise RunNotFoundError(run_id)
+                            raise RunNotFoundError(run_id)  # noqa: TRY301 - re-raised below
                     now = self._clock.now()
-                    try:
-                        record = stored.record
-                        deadline = record.expires_at
-                        if deadline is not None and now >= deadline:
-                            settled = self._settle(stored, now)
-                            if trigger == "expire" and settled is not stored:
-                                return settled.record  # the expiry asked for has happened
-                            stored, record = settled, settled.record
-                        if trigger is None:
-                            return record  # a read
-                        allowed = self._sources[trigger] if statuses is None else statuses
-                        if (
-                            stored.observed
-                            or record.status not in allowed
-                            or (worker is not None and check_lease)
-                        ):
-                            self._permit(
-                                stored,
-                                refuse_as or trigger,
-                                allowed,
-                                worker if check_lease else None,
-                                now,
-                            )
-                        if decide is None:
-                            return self._commit(
-                                stored, trigger, _NO_PAYLOAD, now, stored.accrued, worker, lease
-                            )
-                        fire, payload, accrued = decide(stored, now)
-                        return self._commit(stored, fire, payload, now, accrued, worker, lease)
-                    except _Conflict:
-                        peek = None
-                        conflicts += 1
-                        if conflicts >= _MAX_RETRIES:
-                            break
-                    except Exception:
-                        if not peeked or not self._stale(stored):
-                            raise
-                        peek = None  # decided on a stale copy: decide again on the fresh run
+                    record = stored.record
+                    deadline = record.expires_at
+                    if deadline is not None and now >= deadline:
+                        settled = self._settle(stored, now)
+                        if trigger == "expire" and settled is not stored:
+                            return settled.record  # the expiry asked for has happened
+                        stored, record = settled, settled.record
+                    if trigger is None:
+                        return record  # a read
+                    allowed = self._sources[trigger] if statuses is None else statuses
+                    if (
+                        stored.observed
+                        or record.status not in allowed
+                        or (worker is not None and check_lease)
+                    ):
+                        self._permit(
+                            stored,
+                            refuse_as or trigger,
+                            allowed,
+                            worker if check_lease else None,
+                            now,
+                        )
+                    if decide is None:
+                        return self._commit(
+                            stored, trigger, _NO_PAYLOAD, now, stored.accrued, worker, lease
+                        )
+                    fire, payload, accrued = decide(stored, now)
+                    return self._commit(stored, fire, payload, now, accrued, worker, lease)
+                except _Conflict:
+                    peek = None
+                    conflicts += 1
+                    if conflicts >= _MAX_RETRIES:
+                        break
+                except Exception:
+                    if not peeked or stored is None or not self._stale(stored):
+                        raise
+                    peek = None  # decided on a stale copy: decide again on the fresh run
+                finally:
+                    lock.release()
             msg = f"run {run_id!r} kept changing under this engine; gave up after {_MAX_RETRIES}"
             raise RunflowError(msg)
         finally:
@@ -1192,7 +1195,7 @@ class Engine:
         if accrued is not None and "usage" not in payload:
             payload = {**payload, "usage": accrued}
         step = Step(record, now, payload)
-        self._events[trigger].trigger(step)  # the machine decides and performs the change
+        self._events[trigger].fire(step)  # the machine decides and performs the change
         changes = step.changes
         fields = record.__dict__.copy()  # evolve_run(record, changes), inlined
         fields.update(changes)

@@ -198,10 +198,18 @@ class Step:
 
 class _Event(Event):
     def trigger(self, model: Any, *args: Any, **kwargs: Any) -> bool:  # noqa: ARG002
-        # The table has one unconditional transition per (trigger, source): the
-        # machine's own transition moves the model and runs its destination's
-        # on_enter callbacks, which take the model itself (no EventData is built:
-        # nothing here reads one).
+        self.fire(model)
+        return True
+
+    def fire(self, model: Any) -> None:
+        """
+        The machine's own transition: move ``model`` to the destination its table
+        gives for ``model.state`` and run that state's ``on_enter`` callbacks.
+
+        The table has one unconditional transition per (trigger, source), and the
+        callbacks take the model itself: no EventData is built (nothing here reads
+        one), and no ``*args``/``**kwargs`` are packed.
+        """
         candidates = self.transitions.get(model.state)
         if not candidates:
             msg = f"Can't trigger event {self.name} from state {model.state}!"
@@ -210,7 +218,6 @@ class _Event(Event):
         model.state = dest
         for func in self.machine.states[dest].on_enter:
             func(model)  # type: ignore[operator] # callables only, never names
-        return True
 
 
 class _Machine(Machine):
@@ -288,9 +295,9 @@ class Lifecycle:
             auto_transitions=False,
             send_event=True,
         )
-        self._events: dict[str, Event] = dict(self.machine.events)
+        self._events: dict[str, _Event] = dict(self.machine.events)  # type: ignore[arg-type]
         #: trigger -> the machine's event (``events[trigger].trigger(step)`` is :meth:`fire`).
-        self.events: Mapping[str, Event] = self._events
+        self.events: Mapping[str, _Event] = self._events
         #: trigger -> statuses it is valid from, read off the machine's own table.
         self.sources: dict[str, frozenset[str]] = {
             name: frozenset(event.transitions) for name, event in self._events.items()
@@ -303,7 +310,7 @@ class Lifecycle:
 
     def fire(self, trigger: str, step: Step) -> None:
         """Let the machine perform ``trigger`` on ``step`` (raises MachineError if invalid)."""
-        self._events[trigger].trigger(step)
+        self._events[trigger].fire(step)
 
     def _edges(self) -> Iterable[tuple[str, str, str]]:
         for name, event in self._events.items():
