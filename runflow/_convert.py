@@ -13,7 +13,7 @@ from __future__ import annotations
 import types
 import typing
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, get_args
+from typing import Any, TypeVar, get_args
 
 import cattrs
 from cattrs.errors import IterableValidationError, IterableValidationNote
@@ -52,6 +52,7 @@ __all__ = [
 
 converter = cattrs.Converter(forbid_extra_keys=False, detailed_validation=True)
 
+_T = TypeVar("_T")
 _TYPE_NAMES = {int: "an integer", float: "a number", str: "a string", bool: "a boolean"}
 
 
@@ -305,19 +306,26 @@ def structure_run(data: Mapping[str, Any]) -> RunObject:
 
 def structure_tool_calls(calls: object) -> tuple[ToolCall, ...]:
     """Read tool calls given as records or wire dicts."""
-    items = _sequence(calls, "$.tool_calls")
-    return tuple(
-        c if type(c) is ToolCall else structure(c, ToolCall, f"$.tool_calls[{i}]")
-        for i, c in enumerate(items)
-    )
+    return _structure_items(calls, ToolCall, "$.tool_calls")
 
 
 def structure_tool_outputs(outputs: object) -> tuple[ToolOutput, ...]:
     """Read tool outputs given as records or wire dicts."""
-    items = _sequence(outputs, "$.tool_outputs")
+    return _structure_items(outputs, ToolOutput, "$.tool_outputs")
+
+
+def _structure_items(value: object, cls: type[_T], path: str) -> tuple[_T, ...]:
+    """A tuple of ``cls`` records from records or wire dicts (records pass as they are)."""
+    items = _sequence(value, path)
+    for item in items:
+        if type(item) is not cls:
+            break
+    else:  # all records already (the usual case): no per-item work
+        records = typing.cast("Sequence[_T]", items)
+        return records if type(records) is tuple else tuple(records)
     return tuple(
-        o if type(o) is ToolOutput else structure(o, ToolOutput, f"$.tool_outputs[{i}]")
-        for i, o in enumerate(items)
+        item if type(item) is cls else structure(item, cls, f"{path}[{i}]")
+        for i, item in enumerate(items)
     )
 
 

@@ -23,13 +23,12 @@ from runflow._model import (
     TERMINAL_STATUSES,
     IncompleteDetails,
     IncompleteReason,
-    RequiredAction,
     RunObject,
     RunStatus,
-    SubmitToolOutputs,
     Usage,
     evolve_run,
     new_run,
+    required_action,
 )
 from runflow._validate import check_create, check_tool_calls, last_error
 from runflow._validate import metadata as check_metadata
@@ -540,8 +539,7 @@ class Engine:
                 checked = check_tool_calls(
                     record, structure_tool_calls(list(hook.validate_tool_calls(record, checked)))
                 )
-            action = RequiredAction(submit_tool_outputs=SubmitToolOutputs(tool_calls=checked))
-            return "require_action", {"required_action": action}, stored.accrued
+            return "require_action", {"required_action": required_action(checked)}, stored.accrued
 
         return self._transition(
             run if type(run) is str else _run_id(run), "require_action", decide, worker
@@ -563,10 +561,14 @@ class Engine:
 
         def decide(stored: StoredRun, _: int) -> Decision:
             record = stored.record
-            expected = [c.id for c in record.tool_calls]
-            got = [o.tool_call_id for o in outputs]
-            if len(got) != len(expected) or set(got) != set(expected):
-                raise ToolOutputsError(run_id=record.id, expected=expected, got=got)
+            calls = record.tool_calls
+            if not (  # one call answered by one output: no lists or sets to build
+                len(calls) == len(outputs) == 1 and calls[0].id == outputs[0].tool_call_id
+            ):
+                expected = [c.id for c in calls]
+                got = [o.tool_call_id for o in outputs]
+                if len(got) != len(expected) or set(got) != set(expected):
+                    raise ToolOutputsError(run_id=record.id, expected=expected, got=got)
             for hook in self._action_hooks:
                 hook.validate_tool_outputs(record, outputs)
             return "submit_tool_outputs", {}, stored.accrued

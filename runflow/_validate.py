@@ -145,21 +145,27 @@ def check_create(
     them (temperature and top_p 1.0, ``auto`` tool choice, truncation and
     response format), so created runs look like real ones.
     """
+    # the usual arguments (non-empty strings, no budgets) pass on a type check alone
     fields: dict[str, Any] = {
-        "thread_id": _string(thread_id, "$.thread_id", empty=False),
-        "assistant_id": _string(assistant_id, "$.assistant_id", empty=False),
-        "model": _string(model, "$.model"),
-        "instructions": "" if instructions is None else _string(instructions, "$.instructions"),
+        "thread_id": thread_id
+        if type(thread_id) is str and thread_id
+        else _string(thread_id, "$.thread_id", empty=False),
+        "assistant_id": assistant_id
+        if type(assistant_id) is str and assistant_id
+        else _string(assistant_id, "$.assistant_id", empty=False),
+        "model": model if type(model) is str else _string(model, "$.model"),
+        "instructions": instructions
+        if type(instructions) is str
+        else ("" if instructions is None else _string(instructions, "$.instructions")),
         "tools": _tools(tools),
-        "metadata": metadata(metadata_),
+        "metadata": EMPTY_METADATA if metadata_ is None else metadata(metadata_),
+        "max_prompt_tokens": None
+        if max_prompt_tokens is None
+        else _integer(max_prompt_tokens, "$.max_prompt_tokens", minimum=MIN_TOKEN_BUDGET),
+        "max_completion_tokens": None
+        if max_completion_tokens is None
+        else _integer(max_completion_tokens, "$.max_completion_tokens", minimum=MIN_TOKEN_BUDGET),
     }
-    for name, value in (
-        ("max_prompt_tokens", max_prompt_tokens),
-        ("max_completion_tokens", max_completion_tokens),
-    ):
-        fields[name] = (
-            None if value is None else _integer(value, f"$.{name}", minimum=MIN_TOKEN_BUDGET)
-        )
     fields["temperature"] = (
         1.0 if temperature is None else _number(temperature, "$.temperature", 0, 2)
     )
@@ -189,8 +195,10 @@ def check_create(
         else structure(response_format, ResponseFormat, "$.response_format")  # type: ignore[arg-type]
     )
     for i, tool in enumerate(fields["tools"]):
-        if isinstance(tool, FunctionTool):
-            _string(tool.function.name, f"$.tools[{i}].function.name", empty=False)
+        if type(tool) is FunctionTool or isinstance(tool, FunctionTool):
+            name = tool.function.name
+            if type(name) is not str or not name:
+                _string(name, f"$.tools[{i}].function.name", empty=False)
         elif tool.type == "file_search" and tool.file_search is not None:
             n = tool.file_search.max_num_results
             if n is not None and not 1 <= n <= 50:  # noqa: PLR2004 - the schema's range
@@ -219,24 +227,31 @@ def check_tool_calls(run: RunObject, calls: Sequence[ToolCall]) -> tuple[ToolCal
             "$.tool_calls",
             f"parallel_tool_calls is false: at most one tool call, got {len(calls)}",
         )
-    functions = {t.function.name for t in run.tools if isinstance(t, FunctionTool)}
+    tools = run.tools
     seen: set[str] = set()
     for i, call in enumerate(calls):
-        if not isinstance(call, ToolCall):
+        given: object = call  # untyped callers pass anything
+        if type(given) is not ToolCall and not isinstance(given, ToolCall):
             raise ValidationError(
                 f"$.tool_calls[{i}]", f"expected a ToolCall, got {type(call).__name__}"
             )
-        _string(call.id, f"$.tool_calls[{i}].id", empty=False)
-        if call.id in seen:
-            raise ValidationError(f"$.tool_calls[{i}].id", f"duplicate tool call id {call.id!r}")
-        seen.add(call.id)
-        if call.function.name not in functions:
-            known = sorted(functions)
+        call_id = call.id
+        if type(call_id) is not str or not call_id:
+            _string(call_id, f"$.tool_calls[{i}].id", empty=False)
+        if call_id in seen:
+            raise ValidationError(f"$.tool_calls[{i}].id", f"duplicate tool call id {call_id!r}")
+        seen.add(call_id)
+        name = call.function.name
+        for tool in tools:  # a run has at most 20 tools: a scan beats building a set
+            if isinstance(tool, FunctionTool) and tool.function.name == name:
+                break
+        else:
+            known = sorted(t.function.name for t in tools if isinstance(t, FunctionTool))
             raise ValidationError(
                 f"$.tool_calls[{i}].function.name",
-                f"{call.function.name!r} is not a function tool of this run (tools: {known})",
+                f"{name!r} is not a function tool of this run (tools: {known})",
             )
-    return tuple(calls)
+    return calls if type(calls) is tuple else tuple(calls)
 
 
 def usage(value: object, path: str = "$.usage") -> Usage | None:
