@@ -187,15 +187,28 @@ def runflow_lifecycle(engine: Engine) -> Callable[[], None]:
     return lifecycle
 
 
-def rate(step: Callable[[], None], runs: int, rounds: int) -> float:
-    """Best-of-``rounds`` lifecycles per second."""
-    best = 0.0
+def rates(
+    steps: dict[str, Callable[[], None]], runs: int, rounds: int, chunk: int = 500
+) -> dict[str, float]:
+    """
+    Best-of-``rounds`` lifecycles per second of each step. Within a round the steps
+    take turns every ``chunk`` lifecycles, so that a machine whose speed drifts (a
+    shared VM, a clock that boosts while the other core idles) shifts them alike and
+    their ratios hold.
+    """
+    best = dict.fromkeys(steps, 0.0)
+    clock = time.perf_counter
     for _ in range(rounds):
+        spent = dict.fromkeys(steps, 0.0)
         gc.collect()
-        t0 = time.perf_counter()
-        for _ in range(runs):
-            step()
-        best = max(best, runs / (time.perf_counter() - t0))
+        for _ in range(runs // chunk):
+            for name, step in steps.items():
+                t0 = clock()
+                for _ in range(chunk):
+                    step()
+                spent[name] += clock() - t0
+        for name, seconds in spent.items():
+            best[name] = max(best[name], (runs // chunk) * chunk / seconds)
     return best
 
 
@@ -253,14 +266,20 @@ def main() -> int:
     )
     clock = FakeClock()
     logger = structlog.get_logger("runflow").bind()
-    floor = rate(Floor(clock).lifecycle, args.runs, args.rounds)
-    default = rate(runflow_lifecycle(Engine(clock=clock)), args.runs, args.rounds)
-    bound = rate(runflow_lifecycle(Engine(clock=clock, logger=logger)), args.runs, args.rounds)
-    unjournaled = rate(
-        runflow_lifecycle(Engine(clock=clock, logger=logger, store=MemoryStore(journal=False))),
+    measured = rates(
+        {
+            "floor": Floor(clock).lifecycle,
+            "default": runflow_lifecycle(Engine(clock=clock)),
+            "bound": runflow_lifecycle(Engine(clock=clock, logger=logger)),
+            "unjournaled": runflow_lifecycle(
+                Engine(clock=clock, logger=logger, store=MemoryStore(journal=False))
+            ),
+        },
         args.runs,
         args.rounds,
     )
+    floor, default = measured["floor"], measured["default"]
+    bound, unjournaled = measured["bound"], measured["unjournaled"]
     memory(1_000)  # warm up: one-time caches (converters, loggers) are not per run
     mem = memory(args.memory_runs)
     mem_unjournaled = memory(args.memory_runs, journal=False)
