@@ -72,20 +72,6 @@ _DERIVABLE: frozenset[str] = frozenset((*_FRESH, "status", "expires_at"))
 _ACTIVE: dict[RunStatus, bool] = {s: s in ACTIVE_STATUSES for s in RunStatus}
 
 
-def _head(run: StoredRun) -> Any:
-    """The head of a new run's journal: its expires_at when derivable, else the record."""
-    record = run.record
-    fields = record.__dict__
-    if (
-        run.observed
-        or record.status is not _QUEUED
-        or type(record.expires_at) is not int
-        or _fresh_values(fields) != _NONES
-    ):
-        return record
-    return record.expires_at
-
-
 def _first(head: Any, live: RunObject) -> RunObject:
     """The first record of a run, from its journal head and a record of it."""
     if type(head) is not int:
@@ -259,6 +245,8 @@ class MemoryStore:
 
     def __init__(self, *, journal: bool = True) -> None:
         self._runs: dict[str, StoredRun] = {}
+        # get() is the dict's own method: a read is one C call, no Python frame
+        self.get = self._runs.get  # type: ignore[method-assign,assignment]
         self._threads: dict[str, str] = {}
         self._queued: dict[str, None] = {}
         self._leased: dict[str, None] = {}
@@ -312,32 +300,60 @@ class MemoryStore:
 
     # --- writes -----------------------------------------------------------------------
 
-    def insert(self, run: StoredRun, change: Change) -> int:
+    def insert(self, run: StoredRun, change: Change) -> int:  # noqa: C901 - the hot path
         """Store a new run and journal its first entry."""
-        record = run.record
-        rid = record.id
-        with self._lock:
-            if rid in self._runs:
+        # As commit: StoredRun fields by index, the record's fields read off its dict
+        # (one attribute lookup for all), the common index moves inlined.
+        record = run[0]
+        fields = record.__dict__
+        rid = fields["id"]
+        lock = self._lock
+        lock.acquire()
+        try:
+            runs = self._runs
+            if rid in runs:
                 msg = f"a run with id {rid!r} is already stored"
                 raise ValueError(msg)
-            local = not run.observed
-            if local and _ACTIVE[record.status]:
-                holder = self._threads.get(record.thread_id)
-                if holder is not None:
-                    raise ThreadBusyError(record.thread_id, holder)
-                self._threads[record.thread_id] = rid
-            self._runs[rid] = run
+            local = not run[3]
+            status = fields["status"]
+            expires = fields["expires_at"]
             if local:
-                self._index(rid, None, run, None)
-                if record.expires_at is not None:
-                    heapq.heappush(self._deadlines, (record.expires_at, rid))
+                if _ACTIVE[status]:
+                    thread = fields["thread_id"]
+                    holder = self._threads.setdefault(thread, rid)
+                    if holder != rid:
+                        raise ThreadBusyError(thread, holder)
+                runs[rid] = run
+                move = _MOVES[None][status]
+                if move == _ENTER_QUEUED:
+                    self._queued[rid] = None
+                    heapq.heappush(self._queue, (run[4], fields["created_at"], rid))
+                elif move:
+                    self._move(rid, move, run)
+                if run[6] is not None:
+                    self._leased[rid] = None
+                if expires is not None:
+                    heapq.heappush(self._deadlines, (expires, rid))
+            else:
+                runs[rid] = run
             order = self._order
             order.append(rid)
             sequence = len(order)
             if self._keep_journal:
-                journal = self._journals[rid] = [_head(run)]
+                # the head: the first record, or its expires_at when that derives it
+                head: Any = record
+                if (
+                    local
+                    and status is _QUEUED
+                    and type(expires) is int
+                    and _fresh_values(fields) == _NONES
+                ):
+                    head = expires
+                journal = self._journals[rid] = [head]
                 _journal(journal, sequence, change, None)
             return sequence
+        finally:
+            lock.release()
 
     def commit(  # noqa: C901, PLR0912, PLR0915 - the hot path, in one frame
         self, old: StoredRun, new: StoredRun, change: Change | None
@@ -348,7 +364,8 @@ class MemoryStore:
         # changes 6); the common index moves, _track and _journal inlined; the lock
         # taken by hand (``with`` costs twice as much).
         before = old[0]
-        rid = before.id
+        had = before.__dict__  # the records' fields: one attribute lookup each
+        rid = had["id"]
         lock = self._lock
         lock.acquire()
         try:
@@ -357,19 +374,22 @@ class MemoryStore:
             if current is not old and (current is None or current[1] != old[1]):
                 return None
             after = new[0]
+            has = after.__dict__
             if not new[3]:
-                move = _MOVES[before.status][after.status]
+                move = _MOVES[had["status"]][has["status"]]
                 if move:
                     if move == _LEAVE_QUEUED:
                         if self._queued.pop(rid, 0) is None:
-                            self._forget_queued()
+                            self._queue_stale += 1  # _forget_queued, inlined
+                            if self._queue_stale > _COMPACT_AFTER:
+                                self._forget_queued(0)
                     elif move == _ENTER_QUEUED:
                         self._queued[rid] = None
-                        heapq.heappush(self._queue, (new[4], after.created_at, rid))
+                        heapq.heappush(self._queue, (new[4], has["created_at"], rid))
                     elif move == _RELEASE:
                         threads = self._threads
-                        if threads.get(after.thread_id) == rid:
-                            del threads[after.thread_id]
+                        if threads.get(has["thread_id"]) == rid:
+                            del threads[has["thread_id"]]
                     else:
                         self._move(rid, move, new)  # may raise before any change
                 if new[6] is not None:
@@ -377,12 +397,12 @@ class MemoryStore:
                 elif old[6] is not None:
                     self._leased.pop(rid, None)
             runs[rid] = new
-            expires = after.expires_at
-            if expires is not (was := before.expires_at) and expires != was:
+            expires = has["expires_at"]
+            if expires is not (was := had["expires_at"]) and expires != was:
                 if was is not None:
                     self._forget_deadline()
                 if expires is not None and not new[3]:
-                    heapq.heappush(self._deadlines, (expires, after.id))
+                    heapq.heappush(self._deadlines, (expires, has["id"]))
             if change is None:
                 return 0
             order = self._order
@@ -516,12 +536,12 @@ class MemoryStore:
             heapq.heappush(heap, entry)
         return list(out)
 
-    def _forget_queued(self) -> None:
+    def _forget_queued(self, count: int = 1) -> None:
         """
         Count a queue entry that no longer matters (its run left ``queued``); once
         most are stale, rebuild the heap from the queued runs alone.
         """
-        self._queue_stale += 1
+        self._queue_stale += count
         if self._queue_stale > _COMPACT_AFTER and self._queue_stale * 2 > len(self._queue):
             runs = self._runs
             live = []
