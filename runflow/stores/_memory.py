@@ -300,7 +300,9 @@ class MemoryStore:
 
     # --- writes -----------------------------------------------------------------------
 
-    def insert(self, run: StoredRun, change: Change) -> int:  # noqa: C901 - the hot path
+    def insert(  # noqa: C901, PLR0912, PLR0915 - the hot path
+        self, run: StoredRun, change: Change
+    ) -> int:
         """Store a new run and journal its first entry."""
         # As commit: StoredRun fields by index, the record's fields read off its dict
         # (one attribute lookup for all), the common index moves inlined.
@@ -349,8 +351,19 @@ class MemoryStore:
                     and _fresh_values(fields) == _NONES
                 ):
                     head = expires
-                journal = self._journals[rid] = [head]
-                _journal(journal, sequence, change, None)
+                _, at, trigger, was, now, worker, changes, _ = change
+                if changes:
+                    journal = self._journals[rid] = [head]
+                    _journal(journal, sequence, change, None)
+                else:  # the engine's create: the whole journal in one list
+                    try:
+                        shape = _FAST[trigger][was][now]
+                    except KeyError:
+                        shape = _shape(trigger, was, now, ())
+                    else:
+                        if shape[5]:
+                            shape = _shape(trigger, was, now, ())
+                    self._journals[rid] = [head, sequence, at, worker, shape]
             return sequence
         finally:
             lock.release()
