@@ -6,11 +6,10 @@ import heapq
 import operator
 import threading
 import typing
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from runflow._convert import unstructure
-from runflow._machine import ASSISTANTS_RUN
 from runflow._model import (
     ACTIVE_STATUSES,
     STATUS_BY_VALUE,
@@ -37,8 +36,11 @@ _COMPACT_AFTER = 1024
 
 # A run's journal is one flat list, so that journaling allocates no container per
 # entry (each one would count towards, and slow, CPython's cyclic GC). Its head is the
-# run's first record; then for each entry: sequence, at, trigger, worker, from, to
-# (plain strings), the number n of fields the change set, n names and n values.
+# run's first record; then for each entry: sequence, at, worker, its shape, and the
+# values of the fields the change set, in order. The shape holds the rest, which the
+# entries of every run share: the trigger, the statuses before and after, and the
+# names of the fields the change set (see _shape). Journaling an entry is one lookup
+# of its shape and two list extends; it takes 4 + n slots.
 #
 # The head of a run the engine created is not the record but its ``expires_at`` (an
 # int): every other field of a fresh run is either one that no transition of the
@@ -70,34 +72,153 @@ _DERIVABLE: frozenset[str] = frozenset((*_FRESH, "status", "expires_at"))
 _ACTIVE: dict[RunStatus, bool] = {s: s in ACTIVE_STATUSES for s in RunStatus}
 
 
-#: Triggers whose changes are the machine's entry effects alone, all derivable fields:
-#: journaling them never needs the derivability check.
-_EFFECTS_ONLY: frozenset[str] = (
-    frozenset(ASSISTANTS_RUN.triggers)
-    if ASSISTANTS_RUN.effect_fields <= _DERIVABLE
-    else frozenset()
-)
-
-
-def _head(run: StoredRun) -> Any:
-    """The head of a new run's journal: its expires_at when derivable, else the record."""
-    record = run.record
-    fields = record.__dict__
-    if (
-        run.observed
-        or record.status is not _QUEUED
-        or type(record.expires_at) is not int
-        or _fresh_values(fields) != _NONES
-    ):
-        return record
-    return record.expires_at
-
-
 def _first(head: Any, live: RunObject) -> RunObject:
     """The first record of a run, from its journal head and a record of it."""
     if type(head) is not int:
         return typing.cast("RunObject", head)
     return evolve_run(live, {**_FRESH, "status": _QUEUED, "expires_at": head})
+
+
+# What a local run's change of status does to the indexes: _MOVES[was][status], a
+# set of these flags (0 when the status stays). ``was`` is None for a new run.
+_LEAVE_QUEUED = 1
+_LEAVE_CANCELLING = 2
+_HOLD = 4  # it became active again: it takes its thread (or ThreadBusyError)
+_ENTER_QUEUED = 8
+_ENTER_CANCELLING = 16
+_RELEASE = 32  # it ended: its thread is free
+
+
+def _moves(was: RunStatus | None, status: RunStatus) -> int:
+    if was is status:
+        return 0
+    move = 0
+    if was is _QUEUED:
+        move |= _LEAVE_QUEUED
+    elif was is _CANCELLING:
+        move |= _LEAVE_CANCELLING
+    elif was is not None and _ACTIVE[status] and not _ACTIVE[was]:
+        move |= _HOLD
+    if status is _QUEUED:
+        move |= _ENTER_QUEUED
+    elif status is _CANCELLING:
+        move |= _ENTER_CANCELLING
+    elif not _ACTIVE[status]:
+        move |= _RELEASE
+    return move
+
+
+_MOVES: dict[RunStatus | None, dict[RunStatus, int]] = {
+    was: {status: _moves(was, status) for status in RunStatus} for was in (None, *RunStatus)
+}
+
+
+# An entry's shape, a tuple of:
+#   0 derivable: every field the change sets is one a derived journal head knows
+#   1 action: where a ``required_action`` set on entering ``requires_action`` sits,
+#     as a negative index from the entry's end, else 0
+#   2 count: how many values the entry keeps: one per field the change set, but
+#     ``status`` (the entry's to_status says it)
+#   3 the field of the one value kept, when count is 1; 4 an itemgetter of the
+#     fields kept, when count is 2 or more
+#   5 names: every field the change set, in order; 6 the fields kept, in order
+#   7 trigger, 8 from_status (None for a first entry), 9 to_status: as the change
+#     has them; 10 and 11: their wire values
+# Shapes are interned by (trigger, from_status, to_status, names), shared by every
+# run and every store; _FAST holds the first one of each (trigger, from_status,
+# to_status), found with three dict lookups and confirmed by its names.
+_Shape = tuple[
+    bool,
+    int,
+    int,
+    str | None,
+    Callable[[Any], tuple[Any, ...]] | None,
+    tuple[str, ...],
+    tuple[str, ...],
+    str,
+    RunStatus | None,
+    RunStatus,
+    str | None,
+    str,
+]
+_SHAPES: dict[tuple[Any, ...], _Shape] = {}
+_FAST: dict[str, dict[RunStatus | None, dict[RunStatus, _Shape]]] = {}
+#: Distinct shapes interned; past this (snapshots setting ever new sets of fields) a
+#: shape is built per entry instead. The lifecycle's own changes have a few dozen.
+_SHAPES_MAX = 4096
+
+
+def _shape(
+    trigger: str, before: RunStatus | None, after: RunStatus, names: tuple[str, ...]
+) -> _Shape:
+    """The shape of a change's entry; interned while there is room."""
+    key = (trigger, before, after, names)
+    shape = _SHAPES.get(key)
+    if shape is not None:
+        return shape
+    kept = tuple(name for name in names if name != "status")
+    action = 0
+    if after is _REQUIRES_ACTION and "required_action" in kept:
+        action = kept.index("required_action") - len(kept)
+    shape = (
+        _DERIVABLE.issuperset(names),
+        action,
+        len(kept),
+        kept[0] if len(kept) == 1 else None,
+        operator.itemgetter(*kept) if len(kept) > 1 else None,
+        names,
+        kept,
+        trigger,
+        before,
+        after,
+        None if before is None else before._value_,
+        after._value_,
+    )
+    if len(_SHAPES) < _SHAPES_MAX:
+        _SHAPES[key] = shape
+        _FAST.setdefault(trigger, {}).setdefault(before, {}).setdefault(after, shape)
+    return shape
+
+
+def _compact_action(journal: _Journal, index: int) -> None:
+    """Keep the usual ``required_action`` at ``journal[index]`` as its tool calls."""
+    action = journal[index]
+    if type(action) is RequiredAction:
+        kind: Any = action.type  # checked: the journal rebuilds exactly this shape
+        outputs: Any = action.submit_tool_outputs
+        if (
+            kind == "submit_tool_outputs"
+            and type(outputs) is SubmitToolOutputs
+            and type(outputs.tool_calls) is tuple
+        ):
+            journal[index] = outputs.tool_calls
+
+
+def _journal(journal: _Journal, sequence: int, change: Change, old: RunObject | None) -> None:
+    """
+    Append ``change`` to a run's journal (lock held); ``old``: the run before it.
+    MemoryStore.commit has this inlined.
+    """
+    _, at, trigger, before, after, worker, changes, _ = change
+    names = tuple(changes)
+    try:
+        shape = _FAST[trigger][before][after]
+    except KeyError:
+        shape = _shape(trigger, before, after, names)
+    else:
+        if shape[5] != names:
+            shape = _shape(trigger, before, after, names)
+    if old is not None and not shape[0] and type(journal[0]) is int:
+        journal[0] = _first(journal[0], old)  # the head can no longer be derived
+    count = shape[2]
+    if count == 1:
+        journal += (sequence, at, worker, shape, changes[shape[3]])  # type: ignore[index]
+    else:
+        journal += (sequence, at, worker, shape)
+        if count:
+            journal += shape[4](changes)  # type: ignore[misc]
+    if shape[1]:
+        _compact_action(journal, shape[1])
 
 
 @typing.final
@@ -124,14 +245,12 @@ class MemoryStore:
 
     def __init__(self, *, journal: bool = True) -> None:
         self._runs: dict[str, StoredRun] = {}
+        # get() is the dict's own method: a read is one C call, no Python frame
+        self.get = self._runs.get  # type: ignore[method-assign,assignment]
         self._threads: dict[str, str] = {}
         self._queued: dict[str, None] = {}
         self._leased: dict[str, None] = {}
         self._cancelling: dict[str, None] = {}
-        #: status -> the index of the runs in it, for the statuses that have one
-        self._listed: dict[RunStatus, dict[str, None] | None] = dict.fromkeys(RunStatus)
-        self._listed[_QUEUED] = self._queued
-        self._listed[_CANCELLING] = self._cancelling
         self._journals: dict[str, _Journal] = {}
         self._order: list[str | None] = []
         self._keep_journal = journal
@@ -181,59 +300,152 @@ class MemoryStore:
 
     # --- writes -----------------------------------------------------------------------
 
-    def insert(self, run: StoredRun, change: Change) -> int:
+    def insert(  # noqa: C901, PLR0912, PLR0915 - the hot path
+        self, run: StoredRun, change: Change
+    ) -> int:
         """Store a new run and journal its first entry."""
-        record = run.record
-        rid = record.id
-        with self._lock:
-            if rid in self._runs:
+        # As commit: StoredRun fields by index, the record's fields read off its dict
+        # (one attribute lookup for all), the common index moves inlined.
+        record = run[0]
+        fields = record.__dict__
+        rid = fields["id"]
+        lock = self._lock
+        lock.acquire()
+        try:
+            runs = self._runs
+            if rid in runs:
                 msg = f"a run with id {rid!r} is already stored"
                 raise ValueError(msg)
-            local = not run.observed
-            if local and _ACTIVE[record.status]:
-                holder = self._threads.get(record.thread_id)
-                if holder is not None:
-                    raise ThreadBusyError(record.thread_id, holder)
-                self._threads[record.thread_id] = rid
-            self._runs[rid] = run
+            local = not run[3]
+            status = fields["status"]
+            expires = fields["expires_at"]
             if local:
-                self._index(rid, None, run, None)
-            self._track(run)
+                if _ACTIVE[status]:
+                    thread = fields["thread_id"]
+                    holder = self._threads.setdefault(thread, rid)
+                    if holder != rid:
+                        raise ThreadBusyError(thread, holder)
+                runs[rid] = run
+                move = _MOVES[None][status]
+                if move == _ENTER_QUEUED:
+                    self._queued[rid] = None
+                    heapq.heappush(self._queue, (run[4], fields["created_at"], rid))
+                elif move:
+                    self._move(rid, move, run)
+                if run[6] is not None:
+                    self._leased[rid] = None
+                if expires is not None:
+                    heapq.heappush(self._deadlines, (expires, rid))
+            else:
+                runs[rid] = run
             order = self._order
             order.append(rid)
             sequence = len(order)
             if self._keep_journal:
-                journal = self._journals[rid] = [_head(run)]
-                self._journal(journal, sequence, change, None)
+                # the head: the first record, or its expires_at when that derives it
+                head: Any = record
+                if (
+                    local
+                    and status is _QUEUED
+                    and type(expires) is int
+                    and _fresh_values(fields) == _NONES
+                ):
+                    head = expires
+                _, at, trigger, was, now, worker, changes, _ = change
+                if changes:
+                    journal = self._journals[rid] = [head]
+                    _journal(journal, sequence, change, None)
+                else:  # the engine's create: the whole journal in one list
+                    try:
+                        shape = _FAST[trigger][was][now]
+                    except KeyError:
+                        shape = _shape(trigger, was, now, ())
+                    else:
+                        if shape[5]:
+                            shape = _shape(trigger, was, now, ())
+                    self._journals[rid] = [head, sequence, at, worker, shape]
             return sequence
+        finally:
+            lock.release()
 
-    def commit(self, old: StoredRun, new: StoredRun, change: Change | None) -> int | None:
+    def commit(  # noqa: C901, PLR0912, PLR0915 - the hot path, in one frame
+        self, old: StoredRun, new: StoredRun, change: Change | None
+    ) -> int | None:
         """Replace ``old`` by ``new`` if its version still matches; journal ``change``."""
-        before, after = old.record, new.record
-        rid = before.id
-        with self._lock:
+        # The hot path. StoredRun and Change fields by index (record 0, version 1,
+        # observed 3, since 4, lease_until 6; at 1, trigger 2, from 3, to 4, worker 5,
+        # changes 6); the common index moves, _track and _journal inlined; the lock
+        # taken by hand (``with`` costs twice as much).
+        before = old[0]
+        had = before.__dict__  # the records' fields: one attribute lookup each
+        rid = had["id"]
+        lock = self._lock
+        lock.acquire()
+        try:
             runs = self._runs
             current = runs.get(rid)
-            if current is None or current.version != old.version:
+            if current is not old and (current is None or current[1] != old[1]):
                 return None
-            if not new.observed:
-                was, status = before.status, after.status
-                if was is not status and _ACTIVE[status] and not _ACTIVE[was]:
-                    self._hold_thread(after, rid)
-                self._index(rid, was, new, old.lease_until)
+            after = new[0]
+            has = after.__dict__
+            if not new[3]:
+                move = _MOVES[had["status"]][has["status"]]
+                if move:
+                    if move == _LEAVE_QUEUED:
+                        if self._queued.pop(rid, 0) is None:
+                            self._queue_stale += 1  # _forget_queued, inlined
+                            if self._queue_stale > _COMPACT_AFTER:
+                                self._forget_queued(0)
+                    elif move == _ENTER_QUEUED:
+                        self._queued[rid] = None
+                        heapq.heappush(self._queue, (new[4], has["created_at"], rid))
+                    elif move == _RELEASE:
+                        threads = self._threads
+                        if threads.get(has["thread_id"]) == rid:
+                            del threads[has["thread_id"]]
+                    else:
+                        self._move(rid, move, new)  # may raise before any change
+                if new[6] is not None:
+                    self._leased[rid] = None
+                elif old[6] is not None:
+                    self._leased.pop(rid, None)
             runs[rid] = new
-            if after.expires_at != before.expires_at:
-                if before.expires_at is not None:
+            expires = has["expires_at"]
+            if expires is not (was := had["expires_at"]) and expires != was:
+                if was is not None:
                     self._forget_deadline()
-                self._track(new)
+                if expires is not None and not new[3]:
+                    heapq.heappush(self._deadlines, (expires, has["id"]))
             if change is None:
                 return 0
             order = self._order
             order.append(rid)
             sequence = len(order)
             if self._keep_journal:
-                self._journal(self._journals[rid], sequence, change, before)
+                journal = self._journals[rid]
+                _, at, trigger, was_status, status, worker, changes, _ = change
+                names = tuple(changes)
+                try:
+                    shape = _FAST[trigger][was_status][status]
+                except KeyError:
+                    shape = _shape(trigger, was_status, status, names)
+                else:
+                    if shape[5] != names:
+                        shape = _shape(trigger, was_status, status, names)
+                if not shape[0] and type(journal[0]) is int:
+                    journal[0] = _first(journal[0], before)  # no longer derivable
+                count = shape[2]
+                if count == 1:
+                    journal += (sequence, at, worker, shape, changes[shape[3]])  # type: ignore[index]
+                else:
+                    journal += (sequence, at, worker, shape)
+                    if count:
+                        journal += shape[4](changes)  # type: ignore[misc]
+                if shape[1]:
+                    _compact_action(journal, shape[1])
             return sequence
+        finally:
+            lock.release()
 
     def claim(
         self,
@@ -259,7 +471,7 @@ class MemoryStore:
                 order.append(rid)
                 sequence = len(order)
                 if self._keep_journal:
-                    self._journal(self._journals[rid], sequence, change, old.record)
+                    _journal(self._journals[rid], sequence, change, old.record)
                 out.append((new, sequence))
         return out
 
@@ -283,24 +495,37 @@ class MemoryStore:
         self, rid: str, was: RunStatus | None, new: StoredRun, lease_was: int | None
     ) -> None:
         """The queue, lease, cancelling and thread indexes of a local run (lock held)."""
-        record = new.record
-        status = record.status
-        if was is not status:
-            if was is not None:
-                gone = self._listed[was]
-                if gone is not None and gone.pop(rid, 0) is None and was is _QUEUED:
-                    self._forget_queued()
-            into = self._listed[status]
-            if into is not None:
-                into[rid] = None
-                if status is _QUEUED:
-                    heapq.heappush(self._queue, (new.since, record.created_at, rid))
-            elif not _ACTIVE[status] and self._threads.get(record.thread_id) == rid:
-                del self._threads[record.thread_id]
+        move = _MOVES[was][new.record.status]
+        if move:
+            self._move(rid, move, new)
         if new.lease_until is not None:
             self._leased[rid] = None
         elif lease_was is not None:
             self._leased.pop(rid, None)
+
+    def _move(self, rid: str, move: int, new: StoredRun) -> None:
+        """
+        The queue, cancelling and thread indexes of a local run that changed status
+        (lock held): ``move`` is its entry of _MOVES. Raises ThreadBusyError, before
+        any change, if the run became active and its thread has another active run.
+        """
+        record = new.record
+        if move & _HOLD:
+            self._hold_thread(record, rid)
+        if move & _LEAVE_QUEUED:
+            if self._queued.pop(rid, 0) is None:
+                self._forget_queued()
+        elif move & _LEAVE_CANCELLING:
+            self._cancelling.pop(rid, None)
+        if move & _ENTER_QUEUED:
+            self._queued[rid] = None
+            heapq.heappush(self._queue, (new.since, record.created_at, rid))
+        elif move & _ENTER_CANCELLING:
+            self._cancelling[rid] = None
+        elif move & _RELEASE:
+            threads = self._threads
+            if threads.get(record.thread_id) == rid:
+                del threads[record.thread_id]
 
     def _oldest_queued(self, limit: int) -> list[str]:
         """
@@ -324,12 +549,12 @@ class MemoryStore:
             heapq.heappush(heap, entry)
         return list(out)
 
-    def _forget_queued(self) -> None:
+    def _forget_queued(self, count: int = 1) -> None:
         """
         Count a queue entry that no longer matters (its run left ``queued``); once
         most are stale, rebuild the heap from the queued runs alone.
         """
-        self._queue_stale += 1
+        self._queue_stale += count
         if self._queue_stale > _COMPACT_AFTER and self._queue_stale * 2 > len(self._queue):
             runs = self._runs
             live = []
@@ -339,43 +564,6 @@ class MemoryStore:
             heapq.heapify(live)
             self._queue = live
             self._queue_stale = 0
-
-    @staticmethod
-    def _journal(journal: _Journal, sequence: int, change: Change, old: RunObject | None) -> None:
-        """Append ``change`` to a run's journal (lock held); ``old``: the run before it."""
-        _, at, trigger, before, after, worker, changes, _ = change
-        if (
-            old is not None
-            and type(journal[0]) is int
-            and trigger not in _EFFECTS_ONLY
-            and not changes.keys() <= _DERIVABLE
-        ):
-            journal[0] = _first(journal[0], old)  # the head can no longer be derived
-        journal += (
-            sequence,
-            at,
-            trigger,
-            worker,
-            None if before is None else before._value_,
-            after._value_,
-            len(changes),
-        )
-        journal += changes
-        if after is _REQUIRES_ACTION and type(action := changes.get("required_action")) is (
-            RequiredAction
-        ):
-            at = len(journal)
-            journal += changes.values()
-            kind: Any = action.type  # checked: the journal rebuilds exactly this shape
-            outputs: Any = action.submit_tool_outputs
-            if (
-                kind == "submit_tool_outputs"
-                and type(outputs) is SubmitToolOutputs
-                and type(outputs.tool_calls) is tuple
-            ):
-                journal[at + list(changes).index("required_action")] = outputs.tool_calls
-        else:
-            journal += changes.values()
 
     def _track(self, run: StoredRun) -> None:
         record = run.record
@@ -420,7 +608,7 @@ class MemoryStore:
                 i = 1
                 while i < len(journal):
                     self._order[journal[i] - 1] = None
-                    i += 7 + 2 * journal[i + 6]
+                    i += 4 + journal[i + 3][2]
             if run.record.expires_at is not None:
                 self._forget_deadline()
 
@@ -494,11 +682,11 @@ class MemoryStore:
         run = _first(flat[0], stored.record)
         i = 1
         while i < len(flat):
-            sequence, at, trigger, worker, before, after, count = flat[i : i + 7]
-            i += 7
-            changes = dict(zip(flat[i : i + count], flat[i + count : i + 2 * count], strict=True))
-            i += 2 * count
-            changes.pop("status", None)
+            sequence, at, worker, shape = flat[i : i + 4]
+            count, kept, trigger, before, after = shape[2], shape[6], shape[7], shape[10], shape[11]
+            i += 4
+            changes = dict(zip(kept, flat[i : i + count], strict=True))
+            i += count
             action = changes.get("required_action")
             if type(action) is tuple:
                 changes["required_action"] = RequiredAction(
