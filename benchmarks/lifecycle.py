@@ -188,27 +188,28 @@ def runflow_lifecycle(engine: Engine) -> Callable[[], None]:
 
 
 def rates(
-    steps: dict[str, Callable[[], None]], runs: int, rounds: int, chunk: int = 500
+    contenders: dict[str, Callable[[], Callable[[], None]]], runs: int, rounds: int
 ) -> dict[str, float]:
     """
-    Best-of-``rounds`` lifecycles per second of each step. Within a round the steps
-    take turns every ``chunk`` lifecycles, so that a machine whose speed drifts (a
-    shared VM, a clock that boosts while the other core idles) shifts them alike and
-    their ratios hold.
+    Best-of-``rounds`` lifecycles per second of each contender.
+
+    Each round builds every contender afresh (a new floor, a new engine and store) and
+    drops it after its ``runs`` lifecycles, so that none runs on a heap the others
+    filled (the cyclic GC's work grows with every object alive in the process), and
+    the contenders take turns round by round, so that a machine whose speed drifts (a
+    shared VM) shifts them alike and their ratios hold.
     """
-    best = dict.fromkeys(steps, 0.0)
-    clock = time.perf_counter
+    best = dict.fromkeys(contenders, 0.0)
     for _ in range(rounds):
-        spent = dict.fromkeys(steps, 0.0)
-        gc.collect()
-        for _ in range(runs // chunk):
-            for name, step in steps.items():
-                t0 = clock()
-                for _ in range(chunk):
-                    step()
-                spent[name] += clock() - t0
-        for name, seconds in spent.items():
-            best[name] = max(best[name], (runs // chunk) * chunk / seconds)
+        for name, build in contenders.items():
+            step = build()
+            gc.collect()
+            t0 = time.perf_counter()
+            for _ in range(runs):
+                step()
+            best[name] = max(best[name], runs / (time.perf_counter() - t0))
+            del step
+            gc.collect()
     return best
 
 
@@ -254,7 +255,7 @@ def memory(runs: int, *, journal: bool = True) -> dict[str, float]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[1])
     parser.add_argument("--runs", type=int, default=50_000)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--memory-runs", type=int, default=100_000)
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
@@ -268,10 +269,10 @@ def main() -> int:
     logger = structlog.get_logger("runflow").bind()
     measured = rates(
         {
-            "floor": Floor(clock).lifecycle,
-            "default": runflow_lifecycle(Engine(clock=clock)),
-            "bound": runflow_lifecycle(Engine(clock=clock, logger=logger)),
-            "unjournaled": runflow_lifecycle(
+            "floor": lambda: Floor(clock).lifecycle,
+            "default": lambda: runflow_lifecycle(Engine(clock=clock)),
+            "bound": lambda: runflow_lifecycle(Engine(clock=clock, logger=logger)),
+            "unjournaled": lambda: runflow_lifecycle(
                 Engine(clock=clock, logger=logger, store=MemoryStore(journal=False))
             ),
         },
