@@ -197,7 +197,6 @@ def _compact_action(journal: _Journal, index: int) -> None:
 def _journal(journal: _Journal, sequence: int, change: Change, old: RunObject | None) -> None:
     """
     Append ``change`` to a run's journal (lock held); ``old``: the run before it.
-    MemoryStore.commit has this inlined.
     """
     _, at, trigger, before, after, worker, changes, _ = change
     names = tuple(changes)
@@ -368,7 +367,7 @@ class MemoryStore:
         finally:
             lock.release()
 
-    def commit(  # noqa: C901, PLR0912, PLR0915 - the hot path, in one frame
+    def commit(  # noqa: C901, PLR0912 - the hot path, in one frame
         self, old: StoredRun, new: StoredRun, change: Change | None
     ) -> int | None:
         """Replace ``old`` by ``new`` if its version still matches; journal ``change``."""
@@ -422,27 +421,7 @@ class MemoryStore:
             order.append(rid)
             sequence = len(order)
             if self._keep_journal:
-                journal = self._journals[rid]
-                _, at, trigger, was_status, status, worker, changes, _ = change
-                names = tuple(changes)
-                try:
-                    shape = _FAST[trigger][was_status][status]
-                except KeyError:
-                    shape = _shape(trigger, was_status, status, names)
-                else:
-                    if shape[5] != names:
-                        shape = _shape(trigger, was_status, status, names)
-                if not shape[0] and type(journal[0]) is int:
-                    journal[0] = _first(journal[0], before)  # no longer derivable
-                count = shape[2]
-                if count == 1:
-                    journal += (sequence, at, worker, shape, changes[shape[3]])  # type: ignore[index]
-                else:
-                    journal += (sequence, at, worker, shape)
-                    if count:
-                        journal += shape[4](changes)  # type: ignore[misc]
-                if shape[1]:
-                    _compact_action(journal, shape[1])
+                _journal(self._journals[rid], sequence, change, before)
             return sequence
         finally:
             lock.release()
