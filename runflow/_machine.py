@@ -267,8 +267,7 @@ class Lifecycle:
     One shared machine for a profile: validity, reachability and the status change.
 
     Each status's ``on_enter`` callback is built from the profile's :class:`Enter`
-    data: the machine both moves a run and applies the entry
-    effects of its destination.
+    data, so the machine both moves a run and applies its destination's entry effects.
 
     Attributes:
         profile: The profile the machine was built from.
