@@ -321,7 +321,7 @@ def _structure_items(value: object, cls: type[_T], path: str) -> tuple[_T, ...]:
         if type(item) is not cls:
             break
     else:  # all records already (the usual case): no per-item work
-        records = typing.cast("Sequence[_T]", items)
+        records: Sequence[_T] = items  # type: ignore[assignment] # all are _T: checked above
         return records if type(records) is tuple else tuple(records)
     return tuple(
         item if type(item) is cls else structure(item, cls, f"{path}[{i}]")
