@@ -304,7 +304,8 @@ class MemoryStore:
     ) -> int:
         """Store a new run and journal its first entry."""
         # As commit: StoredRun fields by index, the record's fields read off its dict
-        # (one attribute lookup for all), the common index moves inlined.
+        # (one attribute lookup for all), the usual index moves inlined (a new run has
+        # no old one for _replace).
         record = run[0]
         fields = record.__dict__
         rid = fields["id"]
@@ -367,54 +368,19 @@ class MemoryStore:
         finally:
             lock.release()
 
-    def commit(  # noqa: C901, PLR0912 - the hot path, in one frame
-        self, old: StoredRun, new: StoredRun, change: Change | None
-    ) -> int | None:
+    def commit(self, old: StoredRun, new: StoredRun, change: Change | None) -> int | None:
         """Replace ``old`` by ``new`` if its version still matches; journal ``change``."""
-        # The hot path. StoredRun and Change fields by index (record 0, version 1,
-        # observed 3, since 4, lease_until 6; at 1, trigger 2, from 3, to 4, worker 5,
-        # changes 6); the common index moves, _track and _journal inlined; the lock
-        # taken by hand (``with`` costs twice as much).
+        # The hot path: StoredRun fields by index (record 0, version 1); the lock taken
+        # by hand (``with`` costs twice as much).
         before = old[0]
-        had = before.__dict__  # the records' fields: one attribute lookup each
-        rid = had["id"]
+        rid = before.__dict__["id"]
         lock = self._lock
         lock.acquire()
         try:
-            runs = self._runs
-            current = runs.get(rid)
+            current = self._runs.get(rid)
             if current is not old and (current is None or current[1] != old[1]):
                 return None
-            after = new[0]
-            has = after.__dict__
-            if not new[3]:
-                move = _MOVES[had["status"]][has["status"]]
-                if move:
-                    if move == _LEAVE_QUEUED:
-                        if self._queued.pop(rid, 0) is None:
-                            self._queue_stale += 1  # _forget_queued, inlined
-                            if self._queue_stale > _COMPACT_AFTER:
-                                self._forget_queued(0)
-                    elif move == _ENTER_QUEUED:
-                        self._queued[rid] = None
-                        heapq.heappush(self._queue, (new[4], has["created_at"], rid))
-                    elif move == _RELEASE:
-                        threads = self._threads
-                        if threads.get(has["thread_id"]) == rid:
-                            del threads[has["thread_id"]]
-                    else:
-                        self._move(rid, move, new)  # may raise before any change
-                if new[6] is not None:
-                    self._leased[rid] = None
-                elif old[6] is not None:
-                    self._leased.pop(rid, None)
-            runs[rid] = new
-            expires = has["expires_at"]
-            if expires is not (was := had["expires_at"]) and expires != was:
-                if was is not None:
-                    self._forget_deadline()
-                if expires is not None and not new[3]:
-                    heapq.heappush(self._deadlines, (expires, has["id"]))
+            self._replace(rid, old, new)  # may raise ThreadBusyError before any change
             if change is None:
                 return 0
             order = self._order
@@ -445,8 +411,7 @@ class MemoryStore:
             out: list[tuple[StoredRun, int]] = []
             order = self._order
             for rid, old, new, change in steps:
-                self._runs[rid] = new
-                self._restatus(rid, old, new)
+                self._replace(rid, old, new)
                 order.append(rid)
                 sequence = len(order)
                 if self._keep_journal:
@@ -454,33 +419,41 @@ class MemoryStore:
                 out.append((new, sequence))
         return out
 
-    def _restatus(self, rid: str, old: StoredRun, new: StoredRun) -> None:
-        """Keep the indexes in step with a change (lock held)."""
-        before, after = old.record, new.record
-        if not new.observed:
-            self._index(rid, before.status, new, old.lease_until)
-        if after.expires_at != before.expires_at:
-            if before.expires_at is not None:
+    def _replace(self, rid: str, old: StoredRun, new: StoredRun) -> None:  # noqa: C901 - hot path
+        """
+        Store ``new`` in place of ``old`` and keep the indexes in step (lock held):
+        the queue, cancelling, thread and lease indexes of a local run, then the
+        deadline heap. Raises ThreadBusyError, before any change, if the run became
+        active again while its thread has another active run.
+        """
+        had, has = old[0].__dict__, new[0].__dict__  # the records' fields, read once
+        if not new[3]:  # local (StoredRun by index: since 4, observed 3, lease_until 6)
+            move = _MOVES[had["status"]][has["status"]]
+            if move == _LEAVE_QUEUED:  # the usual moves first, without a call
+                if self._queued.pop(rid, 0) is None:
+                    self._forget_queued()
+            elif move == _ENTER_QUEUED:
+                self._queued[rid] = None
+                heapq.heappush(self._queue, (new[4], has["created_at"], rid))
+            elif move:
+                self._move(rid, move, new)
+            if new[6] is not None:
+                self._leased[rid] = None
+            elif old[6] is not None:
+                self._leased.pop(rid, None)
+        self._runs[rid] = new
+        expires = has["expires_at"]
+        if expires is not (was := had["expires_at"]) and expires != was:
+            if was is not None:
                 self._forget_deadline()
-            self._track(new)
+            if expires is not None and not new[3]:
+                heapq.heappush(self._deadlines, (expires, rid))
 
     def _hold_thread(self, record: RunObject, rid: str) -> None:
         """Make ``rid`` its thread's active run, unless another holds it (lock held)."""
         holder = self._threads.setdefault(record.thread_id, rid)
         if holder != rid:
             raise ThreadBusyError(record.thread_id, holder)
-
-    def _index(
-        self, rid: str, was: RunStatus | None, new: StoredRun, lease_was: int | None
-    ) -> None:
-        """The queue, lease, cancelling and thread indexes of a local run (lock held)."""
-        move = _MOVES[was][new.record.status]
-        if move:
-            self._move(rid, move, new)
-        if new.lease_until is not None:
-            self._leased[rid] = None
-        elif lease_was is not None:
-            self._leased.pop(rid, None)
 
     def _move(self, rid: str, move: int, new: StoredRun) -> None:
         """
@@ -528,12 +501,12 @@ class MemoryStore:
             heapq.heappush(heap, entry)
         return list(out)
 
-    def _forget_queued(self, count: int = 1) -> None:
+    def _forget_queued(self) -> None:
         """
         Count a queue entry that no longer matters (its run left ``queued``); once
         most are stale, rebuild the heap from the queued runs alone.
         """
-        self._queue_stale += count
+        self._queue_stale += 1
         if self._queue_stale > _COMPACT_AFTER and self._queue_stale * 2 > len(self._queue):
             runs = self._runs
             live = []
@@ -543,11 +516,6 @@ class MemoryStore:
             heapq.heapify(live)
             self._queue = live
             self._queue_stale = 0
-
-    def _track(self, run: StoredRun) -> None:
-        record = run.record
-        if record.expires_at is not None and not run.observed:
-            heapq.heappush(self._deadlines, (record.expires_at, record.id))
 
     def _forget_deadline(self) -> None:
         """
