@@ -81,12 +81,12 @@ def lifecycle_diagram(format: str = "mermaid") -> str:  # noqa: A002 - the CLI's
 
     .. versionadded:: 0.1.0
     """
-    from runflow._engine import _LIFECYCLE  # noqa: PLC0415
+    from runflow._machine import ASSISTANTS_LIFECYCLE  # noqa: PLC0415
 
     if format == "mermaid":
-        return _LIFECYCLE.mermaid()
+        return ASSISTANTS_LIFECYCLE.mermaid()
     if format == "dot":
-        return str(_LIFECYCLE.graphviz().source)
+        return str(ASSISTANTS_LIFECYCLE.graphviz().source)
     msg = f"unknown diagram format {format!r}: use 'mermaid' or 'dot'"
     raise ValueError(msg)
 

@@ -80,16 +80,11 @@ _NO_PAYLOAD: Mapping[str, Any] = {}
 # StoredRun and Change are named tuples; tuple.__new__ builds one in a fraction of the
 # time of their keyword-checking constructors (all fields given, in order).
 _tuple_new = tuple.__new__
-_object_new = object.__new__
-_object_set = object.__setattr__
 _LEASED: frozenset[str] = frozenset({_IN_PROGRESS.value})  # where a lease matters
 _STRIPES = 256  # per-run locks are striped: no per-run allocation, no global lock
 _MAX_RETRIES = 8  # compare-and-set retries against a store shared with other processes
 _log = structlog.get_logger("runflow")
 _configured = structlog.is_configured
-
-
-_LIFECYCLE = ASSISTANTS_LIFECYCLE
 
 
 _ID_TABLE = bytes.maketrans(b"-_", b"xQ")
@@ -212,10 +207,10 @@ class Engine:
         self._action_hooks = tuple(required_action_hooks)
         self._reason_hooks = tuple(incomplete_reason_hooks)
         self._locks = tuple(threading.Lock() for _ in range(_STRIPES))
-        self._life = _LIFECYCLE
-        self._fire = _LIFECYCLE.fire
-        self._events = _LIFECYCLE.events
-        self._sources = _LIFECYCLE.sources
+        self._life = ASSISTANTS_LIFECYCLE
+        self._fire = ASSISTANTS_LIFECYCLE.fire
+        self._events = ASSISTANTS_LIFECYCLE.events
+        self._sources = ASSISTANTS_LIFECYCLE.sources
         self._subscribers: tuple[Subscriber, ...] = ()
         self._outbox: deque[RunEvent] = deque()
         self._emit_lock = threading.Lock()
@@ -446,9 +441,7 @@ class Engine:
         (default: the engine's); see :meth:`claim`.
         """
         lease_until = None if worker is None and lease is None else self._lease_end(worker, lease)
-        return self._transition(
-            run if type(run) is str else _run_id(run), "start", None, worker, lease_until
-        )
+        return self._transition(_run_id(run), "start", None, worker, lease_until)
 
     def claim(self, worker: str, *, limit: int = 1, lease: int | None = None) -> list[RunObject]:
         """
@@ -542,9 +535,7 @@ class Engine:
                 )
             return "require_action", {"required_action": required_action(checked)}, stored.accrued
 
-        return self._transition(
-            run if type(run) is str else _run_id(run), "require_action", decide, worker
-        )
+        return self._transition(_run_id(run), "require_action", decide, worker)
 
     def submit_tool_outputs(
         self, run: RunRef, tool_outputs: Iterable[Any], *, worker: str | None = None
@@ -574,9 +565,7 @@ class Engine:
                 hook.validate_tool_outputs(record, outputs)
             return "submit_tool_outputs", {}, stored.accrued
 
-        return self._transition(
-            run if type(run) is str else _run_id(run), "submit_tool_outputs", decide, worker
-        )
+        return self._transition(_run_id(run), "submit_tool_outputs", decide, worker)
 
     def complete(
         self,
@@ -605,9 +594,7 @@ class Engine:
                 return "mark_incomplete", {"incomplete_details": details, "usage": total}, total
             return "complete", {"usage": total}, total
 
-        return self._transition(
-            run if type(run) is str else _run_id(run), "complete", decide, worker
-        )
+        return self._transition(_run_id(run), "complete", decide, worker)
 
     def fail(self, run: RunRef, *, code: str, message: str, worker: str | None = None) -> RunObject:
         """
@@ -619,7 +606,7 @@ class Engine:
         def decide(stored: StoredRun, _: int) -> Decision:
             return "fail", {"last_error": error, "usage": stored.accrued}, stored.accrued
 
-        return self._transition(run if type(run) is str else _run_id(run), "fail", decide, worker)
+        return self._transition(_run_id(run), "fail", decide, worker)
 
     def mark_incomplete(
         self,
@@ -638,9 +625,7 @@ class Engine:
             details = IncompleteDetails(reason=why)
             return "mark_incomplete", {"incomplete_details": details, "usage": total}, total
 
-        return self._transition(
-            run if type(run) is str else _run_id(run), "mark_incomplete", decide, worker
-        )
+        return self._transition(_run_id(run), "mark_incomplete", decide, worker)
 
     def cancel(self, run: RunRef, *, worker: str | None = None) -> RunObject:
         """
@@ -1198,10 +1183,7 @@ class Engine:
         step = Step(record, now, payload)
         self._events[trigger].fire(step)  # the machine decides and performs the change
         changes = step.changes
-        fields = record.__dict__.copy()  # evolve_run(record, changes), inlined
-        fields.update(changes)
-        changed: RunObject = _object_new(RunObject)
-        _object_set(changed, "__dict__", fields)
+        changed = evolve_run(record, changes)
         status = changed.status
         if status is _IN_PROGRESS:
             holder = worker if lease is not None else stored.worker
@@ -1219,17 +1201,8 @@ class Engine:
             raise _Conflict
         if self._subscribers and self._watch is None:
             self._emit(_EVENT[status], changed, 2 * sequence)
-        if self._log_off:
-            pass
-        elif self._always_log or self._adopt_logger():
-            self._log.debug(
-                "run_transitioned",
-                run_id=changed.id,
-                thread_id=changed.thread_id,
-                trigger=trigger,
-                worker=worker,
-                **{"from": _PLAIN[record.status], "to": _PLAIN[status]},
-            )
+        if not self._log_off:
+            self._log_transition(changed, record.status, trigger, worker)
         return changed
 
     def _adopt_logger(self) -> bool:
