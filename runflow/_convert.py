@@ -321,8 +321,7 @@ def _structure_items(value: object, cls: type[_T], path: str) -> tuple[_T, ...]:
         if type(item) is not cls:
             break
     else:  # all records already (the usual case): no per-item work
-        records: Sequence[_T] = items  # type: ignore[assignment] # all are _T: checked above
-        return records if type(records) is tuple else tuple(records)
+        return tuple(items)  # type: ignore[arg-type] # all are _T: checked above
     return tuple(
         item if type(item) is cls else structure(item, cls, f"{path}[{i}]")
         for i, item in enumerate(items)

@@ -195,7 +195,7 @@ def check_create(
         else structure(response_format, ResponseFormat, "$.response_format")  # type: ignore[arg-type]
     )
     for i, tool in enumerate(fields["tools"]):
-        if type(tool) is FunctionTool or isinstance(tool, FunctionTool):
+        if isinstance(tool, FunctionTool):
             name = tool.function.name
             if type(name) is not str or not name:
                 _string(name, f"$.tools[{i}].function.name", empty=False)
@@ -230,8 +230,7 @@ def check_tool_calls(run: RunObject, calls: Sequence[ToolCall]) -> tuple[ToolCal
     tools = run.tools
     seen: set[str] = set()
     for i, call in enumerate(calls):
-        given: object = call  # untyped callers pass anything
-        if type(given) is not ToolCall and not isinstance(given, ToolCall):
+        if not isinstance(call, ToolCall):
             raise ValidationError(
                 f"$.tool_calls[{i}]", f"expected a ToolCall, got {type(call).__name__}"
             )
@@ -251,7 +250,7 @@ def check_tool_calls(run: RunObject, calls: Sequence[ToolCall]) -> tuple[ToolCal
                 f"$.tool_calls[{i}].function.name",
                 f"{name!r} is not a function tool of this run (tools: {known})",
             )
-    return calls if type(calls) is tuple else tuple(calls)
+    return tuple(calls)  # a tuple given is returned as it is
 
 
 def usage(value: object, path: str = "$.usage") -> Usage | None:
