@@ -304,8 +304,7 @@ class MemoryStore:
     ) -> int:
         """Store a new run and journal its first entry."""
         # As commit: StoredRun fields by index, the record's fields read off its dict
-        # (one attribute lookup for all), the usual index moves inlined (a new run has
-        # no old one for _replace).
+        # (one attribute lookup for all); a new run has no old one for _replace.
         record = run[0]
         fields = record.__dict__
         rid = fields["id"]
@@ -327,10 +326,7 @@ class MemoryStore:
                         raise ThreadBusyError(thread, holder)
                 runs[rid] = run
                 move = _MOVES[None][status]
-                if move == _ENTER_QUEUED:
-                    self._queued[rid] = None
-                    heapq.heappush(self._queue, (run[4], fields["created_at"], rid))
-                elif move:
+                if move:
                     self._move(rid, move, run)
                 if run[6] is not None:
                     self._leased[rid] = None
