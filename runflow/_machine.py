@@ -13,15 +13,14 @@ Speed: the stock ``Event.trigger`` of transitions does several logging calls,
 ``partial`` objects, an ``EventData`` and callback-list walks per trigger. The
 ``Event`` subclass below keeps transitions' data model and semantics (the machine
 still decides whether a trigger is valid from its own table, still moves the model
-to the transition's destination and still runs that state's ``on_enter``
-callbacks) and drops the work that this machine never needs: it has no conditions,
-no ``prepare``/``before``/``after`` callbacks, no queued mode and no exit
-callbacks, and its ``on_enter`` callbacks take the model itself.
+to the transition's destination and still runs the source's ``on_exit`` and the
+destination's ``on_enter`` callbacks) and drops the work that this machine never
+needs: it has no conditions, no ``prepare``/``before``/``after`` callbacks and no
+queued mode, and its callbacks take the model itself.
 """
 
 from __future__ import annotations
 
-import operator
 import typing
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
@@ -180,14 +179,14 @@ class Step:
     The private mutable object the machine drives for one transition.
 
     ``state`` is the status the machine reads and sets; ``changes`` collects the
-    fields the entry effects set, for the engine to build the new frozen record.
+    fields the exit and entry effects set, for the engine to build the new frozen
+    record.
     """
 
-    __slots__ = ("changes", "now", "payload", "run", "state")
+    __slots__ = ("changes", "now", "payload", "state")
 
-    def __init__(self, run: Any, now: int, payload: Mapping[str, Any]) -> None:
-        self.run = run
-        self.state: str = run.status
+    def __init__(self, state: str, now: int, payload: Mapping[str, Any]) -> None:
+        self.state = state
         self.now = now
         self.payload = payload
         self.changes: dict[str, Any] = {}
@@ -196,7 +195,25 @@ class Step:
 # --- slim transitions classes ------------------------------------------------------------
 
 
+# A route: the destination of a trigger from one source, the source's on_exit and the
+# destination's on_enter callbacks (the State objects' own lists, so a callback added
+# to a state later is seen).
+_Route = tuple[str, list[Any], list[Any]]
+
+
 class _Event(Event):
+    def __init__(self, name: str, machine: Machine) -> None:
+        super().__init__(name, machine)
+        self._routes: dict[str, _Route] = {}
+
+    def add_transition(self, transition: Any) -> None:
+        self.forget_routes()  # the table changed: read it again
+        super().add_transition(transition)
+
+    def forget_routes(self) -> None:
+        """Read the routes off the machine again (its table or states changed)."""
+        self._routes.clear()
+
     def trigger(self, model: Any, *args: Any, **kwargs: Any) -> bool:  # noqa: ARG002
         self.fire(model)
         return True
@@ -204,61 +221,88 @@ class _Event(Event):
     def fire(self, model: Any) -> None:
         """
         The machine's own transition: move ``model`` to the destination its table
-        gives for ``model.state`` and run that state's ``on_enter`` callbacks.
+        gives for ``model.state``, running the source's ``on_exit`` and then the
+        destination's ``on_enter`` callbacks.
 
         The table has one unconditional transition per (trigger, source), and the
         callbacks take the model itself: no EventData is built (nothing here reads
-        one), and no ``*args``/``**kwargs`` are packed.
+        one), and no ``*args``/``**kwargs`` are packed. The route from each source
+        is read off the table once and kept until the table or the states change.
         """
-        candidates = self.transitions.get(model.state)
+        try:
+            dest, leave, enter = self._routes[model.state]
+        except KeyError:
+            dest, leave, enter = self._route(model.state)
+        for func in leave:
+            func(model)
+        model.state = dest
+        for func in enter:
+            func(model)
+
+    def _route(self, source: str) -> _Route:
+        candidates = self.transitions.get(source)
         if not candidates:
-            msg = f"Can't trigger event {self.name} from state {model.state}!"
+            msg = f"Can't trigger event {self.name} from state {source}!"
             raise MachineError(msg)
         dest: str = candidates[0].dest  # type: ignore[assignment] # never internal (None)
-        model.state = dest
-        for func in self.machine.states[dest].on_enter:
-            func(model)  # type: ignore[operator] # callables only, never names
+        states = self.machine.states
+        route = self._routes[source] = (dest, states[source].on_exit, states[dest].on_enter)
+        return route
 
 
 class _Machine(Machine):
     event_cls = _Event
+
+    def add_states(self, *args: Any, **kwargs: Any) -> None:
+        super().add_states(*args, **kwargs)
+        for event in self.events.values():
+            event.forget_routes()  # type: ignore[attr-defined] # a state may be new
 
     def set_state(self, state: str | Enum | State, model: Any = None) -> None:
         # one model per call, and states are plain strings: skip listify/get_state
         model.state = state
 
 
-def entering(status: str, effects: Enter, clears: tuple[str, ...]) -> Callable[[Step], None]:
+def _effect(name: str, lines: list[str], values: dict[str, Any]) -> Callable[[Step], None]:
     """
-    The ``on_enter`` callback of ``status``: its entry effects, as a closure over them.
+    Compile one effect callback, ``name(step)``, whose body is ``lines``, over
+    ``values`` (as attrs generates its methods): each status gets straight-line
+    code for exactly its effects, with no per-transition branch on the profile.
+    """
+    source = f"def {name}(step):\n    changes = step.changes\n" + "".join(
+        f"    {line}\n" for line in lines
+    )
+    namespace = dict(values)
+    exec(compile(source, f"<runflow effect {name}>", "exec"), namespace)  # noqa: S102
+    func: Callable[[Step], None] = namespace[name]
+    return func
+
+
+def entering(status: str, effects: Enter) -> Callable[[Step], None]:
+    """
+    The ``on_enter`` callback of ``status``: its entry effects (LIFECYCLE §3 and §8).
 
     It collects into ``step.changes``: the status itself; *now* in the stamp field;
-    null in each field of ``clears`` (the fields held by other statuses) that is not
-    null yet; the held field from the trigger's payload; for a terminal status, null
-    ``expires_at`` and the payload's ``usage``. One closure per status keeps the
-    per-transition work to the effects that status has (LIFECYCLE §3 and §8).
+    the held field from the trigger's payload; for a terminal status, null
+    ``expires_at`` and the payload's ``usage``.
     """
-    stamp, holds, ends = effects.stamp, effects.holds, effects.ends
-    # one C call reads every field to clear; their values are compared with nulls
-    pick = operator.itemgetter(*clears) if clears else None
-    nones: Any = (None,) * len(clears) if len(clears) != 1 else None
+    lines = ["changes['status'] = status"]
+    if effects.stamp is not None:
+        lines.append(f"changes[{effects.stamp!r}] = step.now")
+    if effects.holds is not None:
+        lines.append(f"changes[{effects.holds!r}] = step.payload.get({effects.holds!r})")
+    if effects.ends:
+        lines.append("changes['expires_at'] = None")
+        lines.append("changes['usage'] = step.payload.get('usage')")
+    return _effect("enter", lines, {"status": status})
 
-    def enter(step: Step) -> None:
-        changes = step.changes
-        changes["status"] = status
-        if stamp is not None:
-            changes[stamp] = step.now
-        if pick is not None and pick(fields := step.run.__dict__) != nones:
-            for field in clears:
-                if fields[field] is not None:
-                    changes[field] = None
-        if holds is not None:
-            changes[holds] = step.payload.get(holds)
-        if ends:
-            changes["expires_at"] = None
-            changes["usage"] = step.payload.get("usage")
 
-    return enter
+def leaving(fields: Iterable[str]) -> Callable[[Step], None]:
+    """
+    The ``on_exit`` callback of a status that holds ``fields`` (LIFECYCLE §3: a
+    held field is non-null exactly in its status): each becomes null on the way out.
+    """
+    return _effect("leave", [f"changes[{field!r}] = None" for field in fields], {})
 
 
 @typing.final
@@ -267,7 +311,9 @@ class Lifecycle:
     One shared machine for a profile: validity, reachability and the status change.
 
     Each status's ``on_enter`` callback is built from the profile's :class:`Enter`
-    data, so the machine both moves a run and applies its destination's entry effects.
+    data, and the ``on_exit`` callback of a status that holds a field (the profile's
+    ``exclusive``) nulls it, so the machine both moves a run and applies the effects
+    of leaving its source and entering its destination.
 
     Attributes:
         profile: The profile the machine was built from.
@@ -283,13 +329,17 @@ class Lifecycle:
     def __init__(self, profile: LifecycleProfile) -> None:
         self.profile = profile
 
-        def callback(status: str) -> Callable[[Step], None]:
-            clears = tuple(f for f, holder in profile.exclusive.items() if holder != status)
-            return entering(status, profile.enter[status], clears)
+        def state(status: str) -> dict[str, Any]:
+            held = [f for f, holder in profile.exclusive.items() if holder == status]
+            return {
+                "name": str(status),
+                "on_enter": [entering(status, profile.enter[status])],
+                "on_exit": [leaving(held)] if held else [],
+            }
 
         self.machine = _Machine(
             model=None,
-            states=[{"name": str(s), "on_enter": [callback(s)]} for s in profile.states],
+            states=[state(s) for s in profile.states],
             transitions=[
                 {"trigger": t.trigger, "source": str(t.source), "dest": str(t.dest)}
                 for t in profile.transitions

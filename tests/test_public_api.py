@@ -9,9 +9,11 @@ import re
 import types
 
 import pytest
+from transitions import MachineError
 
 import runflow
 from runflow import ASSISTANTS_RUN, Engine, RunStatus
+from runflow._machine import Step
 from runflow.testing import FakeClock
 
 #: The names API.md promises from ``import runflow``.
@@ -231,6 +233,34 @@ class TestSharedMachine:
             for t in transitions
         }
         assert got == TABLE
+
+    def test_machine_table_decides_after_a_change(self) -> None:
+        """
+        The machine's event reads its routes off its own table: a transition or a
+        state added after it fired is used from then on (nothing stale is kept).
+        """
+        life = runflow.Lifecycle(ASSISTANTS_RUN)  # a private machine, not the shared one
+        step = Step(RunStatus.CANCELLING, 7, {})
+        with pytest.raises(MachineError):
+            life.fire("start", step)
+        life.machine.add_states([{"name": "paused", "on_enter": [lambda s: s.changes.update(p=1)]}])
+        life.machine.add_transition("start", "cancelling", "paused")
+        life.fire("start", step)
+        assert step.state == "paused"
+        assert step.changes == {"p": 1}
+        step = Step(RunStatus.QUEUED, 7, {})
+        life.fire("start", step)  # the route from queued is read once, then kept
+        life.machine.add_transition("start", "paused", "queued")
+        step = Step(RunStatus.QUEUED, 8, {})
+        life.fire("start", step)
+        assert step.changes == {"status": RunStatus.IN_PROGRESS, "started_at": 8}
+
+    def test_leaving_a_status_nulls_the_field_it_holds(self) -> None:
+        """The machine's exit effect: leaving requires_action nulls required_action."""
+        for trigger, dest in (("submit_tool_outputs", "queued"), ("cancel", "cancelling")):
+            step = Step(RunStatus.REQUIRES_ACTION, 9, {})
+            Engine(clock=FakeClock()).lifecycle.fire(trigger, step)
+            assert step.changes == {"required_action": None, "status": dest}
 
     def test_profile_is_lifecycle_section_8(self) -> None:
         """ASSISTANTS_RUN, the data the machine is built from, is §8 too."""
