@@ -113,7 +113,7 @@ def _tools(value: object) -> tuple[Tool, ...]:
         value = tuple(value)
     if len(value) > MAX_TOOLS:
         raise ValidationError("$.tools", f"at most {MAX_TOOLS} tools, got {len(value)}")
-    if type(value) is tuple and all(type(t) in _TOOL_CLASSES for t in value):
+    if type(value) is tuple and _TOOL_CLASSES.issuperset(map(type, value)):
         return value  # records are immutable: share the caller's tuple
     return tuple(
         t if type(t) in _TOOL_CLASSES else structure(t, Tool, f"$.tools[{i}]")  # type: ignore[arg-type]
