@@ -258,7 +258,8 @@ class MemoryStore:
         #: (since, created_at, id) of runs as they entered ``queued``: the claim order
         self._queue: list[tuple[int, int, str]] = []
         self._queue_stale = 0
-        self._lock = threading.Lock()
+        # reentrant: claim() commits each run it takes under its own hold
+        self._lock = threading.RLock()
 
     # --- reads ------------------------------------------------------------------------
 
@@ -304,7 +305,7 @@ class MemoryStore:
     ) -> int:
         """Store a new run and journal its first entry."""
         # As commit: StoredRun fields by index, the record's fields read off its dict
-        # (one attribute lookup for all); a new run has no old one for _replace.
+        # (one attribute lookup for all); a new run has no old one for commit's upkeep.
         record = run[0]
         fields = record.__dict__
         rid = fields["id"]
@@ -364,19 +365,53 @@ class MemoryStore:
         finally:
             lock.release()
 
-    def commit(self, old: StoredRun, new: StoredRun, change: Change | None) -> int | None:
-        """Replace ``old`` by ``new`` if its version still matches; journal ``change``."""
-        # The hot path: StoredRun fields by index (record 0, version 1); the lock taken
-        # by hand (``with`` costs twice as much).
+    def commit(  # noqa: C901, PLR0912 - the hot path
+        self, old: StoredRun, new: StoredRun, change: Change | None
+    ) -> int | None:
+        """
+        Replace ``old`` by ``new`` if its version still matches; journal ``change``.
+
+        Keeps the indexes in step: the queue, cancelling, thread and lease indexes of
+        a local run, then the deadline heap. Raises ThreadBusyError, before any
+        change, if the run became active again while its thread has another active
+        run. :meth:`claim` stores its runs through here too.
+        """
+        # The hot path: StoredRun fields by index (record 0, version 1, observed 3,
+        # since 4, lease_until 6), the records' fields read off their dicts (one
+        # attribute lookup for all); the lock taken by hand (``with`` costs twice as
+        # much).
         before = old[0]
-        rid = before.__dict__["id"]
+        had = before.__dict__
+        rid = had["id"]
         lock = self._lock
         lock.acquire()
         try:
-            current = self._runs.get(rid)
+            runs = self._runs
+            current = runs.get(rid)
             if current is not old and (current is None or current[1] != old[1]):
                 return None
-            self._replace(rid, old, new)  # may raise ThreadBusyError before any change
+            has = new[0].__dict__
+            if not new[3]:  # local
+                move = _MOVES[had["status"]][has["status"]]
+                if move == _LEAVE_QUEUED:  # the usual moves first, without a call
+                    if self._queued.pop(rid, 0) is None:
+                        self._forget_queued()
+                elif move == _ENTER_QUEUED:
+                    self._queued[rid] = None
+                    heapq.heappush(self._queue, (new[4], has["created_at"], rid))
+                elif move:
+                    self._move(rid, move, new)  # may raise ThreadBusyError, before any change
+                if new[6] is not None:
+                    self._leased[rid] = None
+                elif old[6] is not None:
+                    self._leased.pop(rid, None)
+            runs[rid] = new
+            expires = has["expires_at"]
+            if expires is not (was := had["expires_at"]) and expires != was:
+                if was is not None:
+                    self._forget_deadline()
+                if expires is not None and not new[3]:
+                    heapq.heappush(self._deadlines, (expires, rid))
             if change is None:
                 return 0
             order = self._order
@@ -401,49 +436,15 @@ class MemoryStore:
         """
         with self._lock:
             # every step first: one that raises leaves the store as it was (atomic)
-            steps = [
-                (rid, self._runs[rid], *step(self._runs[rid])) for rid in self._oldest_queued(limit)
-            ]
-            out: list[tuple[StoredRun, int]] = []
-            order = self._order
-            for rid, old, new, change in steps:
-                self._replace(rid, old, new)
-                order.append(rid)
-                sequence = len(order)
-                if self._keep_journal:
-                    _journal(self._journals[rid], sequence, change, old.record)
-                out.append((new, sequence))
+            runs = self._runs
+            steps = [(runs[rid], *step(runs[rid])) for rid in self._oldest_queued(limit)]
+            # then each stored as commit stores it: it takes the lock again (a
+            # reentrant one), and under this hold its compare-and-set always wins
+            out = []
+            for old, new, change in steps:
+                sequence = self.commit(old, new, change)
+                out.append((new, typing.cast("int", sequence)))
         return out
-
-    def _replace(self, rid: str, old: StoredRun, new: StoredRun) -> None:  # noqa: C901 - hot path
-        """
-        Store ``new`` in place of ``old`` and keep the indexes in step (lock held):
-        the queue, cancelling, thread and lease indexes of a local run, then the
-        deadline heap. Raises ThreadBusyError, before any change, if the run became
-        active again while its thread has another active run.
-        """
-        had, has = old[0].__dict__, new[0].__dict__  # the records' fields, read once
-        if not new[3]:  # local (StoredRun by index: since 4, observed 3, lease_until 6)
-            move = _MOVES[had["status"]][has["status"]]
-            if move == _LEAVE_QUEUED:  # the usual moves first, without a call
-                if self._queued.pop(rid, 0) is None:
-                    self._forget_queued()
-            elif move == _ENTER_QUEUED:
-                self._queued[rid] = None
-                heapq.heappush(self._queue, (new[4], has["created_at"], rid))
-            elif move:
-                self._move(rid, move, new)
-            if new[6] is not None:
-                self._leased[rid] = None
-            elif old[6] is not None:
-                self._leased.pop(rid, None)
-        self._runs[rid] = new
-        expires = has["expires_at"]
-        if expires is not (was := had["expires_at"]) and expires != was:
-            if was is not None:
-                self._forget_deadline()
-            if expires is not None and not new[3]:
-                heapq.heappush(self._deadlines, (expires, rid))
 
     def _hold_thread(self, record: RunObject, rid: str) -> None:
         """Make ``rid`` its thread's active run, unless another holds it (lock held)."""
