@@ -6,7 +6,7 @@ import heapq
 import operator
 import threading
 import typing
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from runflow._convert import unstructure
@@ -194,11 +194,21 @@ def _compact_action(journal: _Journal, index: int) -> None:
             journal[index] = outputs.tool_calls
 
 
-def _journal(journal: _Journal, sequence: int, change: Change, old: RunObject | None) -> None:
+def _journal(  # noqa: PLR0917 - the hot path: positional arguments bind faster
+    journal: _Journal,
+    sequence: int,
+    at: int,
+    trigger: str,
+    before: RunStatus | None,
+    after: RunStatus,
+    worker: str | None,
+    changes: Mapping[str, Any],
+    old: StoredRun | None,
+) -> None:
     """
-    Append ``change`` to a run's journal (lock held); ``old``: the run before it.
+    Append a change, given as its fields, to a run's journal (lock held); ``old``:
+    the run before it (None for a new run).
     """
-    _, at, trigger, before, after, worker, changes, _ = change
     names = tuple(changes)
     try:
         shape = _FAST[trigger][before][after]
@@ -207,8 +217,9 @@ def _journal(journal: _Journal, sequence: int, change: Change, old: RunObject | 
     else:
         if shape[5] != names:
             shape = _shape(trigger, before, after, names)
-    if old is not None and not shape[0] and type(journal[0]) is int:
-        journal[0] = _first(journal[0], old)  # the head can no longer be derived
+    # the usually false test first: most changes set only fields a head derives
+    if not shape[0] and old is not None and type(journal[0]) is int:
+        journal[0] = _first(journal[0], old[0])  # the head can no longer be derived
     count = shape[2]
     if count == 1:
         journal += (sequence, at, worker, shape, changes[shape[3]])  # type: ignore[index]
@@ -351,7 +362,7 @@ class MemoryStore:
                 _, at, trigger, was, now, worker, changes, _ = change
                 if changes:
                     journal = self._journals[rid] = [head]
-                    _journal(journal, sequence, change, None)
+                    _journal(journal, sequence, at, trigger, was, now, worker, changes, None)
                 else:  # the engine's create: the whole journal in one list
                     try:
                         shape = _FAST[trigger][was][now]
@@ -376,19 +387,25 @@ class MemoryStore:
         change, if the run became active again while its thread has another active
         run. :meth:`claim` stores its runs through here too.
         """
-        # The hot path: StoredRun fields by index (record 0, version 1, observed 3,
-        # since 4, lease_until 6), the records' fields read off their dicts (one
-        # attribute lookup for all); the lock taken by hand (``with`` costs twice as
-        # much).
-        before = old[0]
-        had = before.__dict__
-        rid = had["id"]
+        # The hot path: the change unpacked once (its run_id names the run; without a
+        # change, a bookkeeping write, the record does), StoredRun fields by index
+        # (record 0, version 1, observed 3, since 4, lease_until 6), the records'
+        # fields read off their dicts (one attribute lookup for all); the lock taken
+        # by hand (``with`` costs twice as much).
+        had = old[0].__dict__
+        if change is None:
+            rid = had["id"]
+        else:
+            rid, at, trigger, before, after, worker, changes, _ = change
         lock = self._lock
         lock.acquire()
         try:
             runs = self._runs
-            current = runs.get(rid)
-            if current is not old and (current is None or current[1] != old[1]):
+            try:
+                current = runs[rid]
+            except KeyError:
+                return None
+            if current is not old and current[1] != old[1]:
                 return None
             has = new[0].__dict__
             if not new[3]:  # local
@@ -418,7 +435,9 @@ class MemoryStore:
             order.append(rid)
             sequence = len(order)
             if self._keep_journal:
-                _journal(self._journals[rid], sequence, change, before)
+                _journal(
+                    self._journals[rid], sequence, at, trigger, before, after, worker, changes, old
+                )
             return sequence
         finally:
             lock.release()
