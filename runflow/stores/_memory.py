@@ -70,6 +70,7 @@ _NONES = (None,) * len(_FRESH)
 #: Fields whose first value a derived head knows: the fresh ones, status, expires_at.
 _DERIVABLE: frozenset[str] = frozenset((*_FRESH, "status", "expires_at"))
 _ACTIVE: dict[RunStatus, bool] = {s: s in ACTIVE_STATUSES for s in RunStatus}
+_NO_CHANGES: Mapping[str, Any] = {}
 
 
 def _first(head: Any, live: RunObject) -> RunObject:
@@ -387,16 +388,20 @@ class MemoryStore:
         change, if the run became active again while its thread has another active
         run. :meth:`claim` stores its runs through here too.
         """
-        # The hot path: the change unpacked once (its run_id names the run; without a
-        # change, a bookkeeping write, the record does), StoredRun fields by index
-        # (record 0, version 1, observed 3, since 4, lease_until 6), the records'
-        # fields read off their dicts (one attribute lookup for all); the lock taken
+        # The change says what changed, as the protocol has it (the transition from
+        # ``old`` to ``new``): its run_id names the run, its statuses make the move,
+        # its fields say whether expires_at moved. Without one (a bookkeeping write,
+        # or a snapshot that changed no field) the status and the record's fields
+        # stay. The hot path: the change unpacked once, StoredRun fields by index
+        # (record 0, version 1, observed 3, since 4, lease_until 6), the lock taken
         # by hand (``with`` costs twice as much).
-        had = old[0].__dict__
         if change is None:
-            rid = had["id"]
+            rid = old[0].__dict__["id"]
+            move = 0
+            changes: Mapping[str, Any] = _NO_CHANGES
         else:
             rid, at, trigger, before, after, worker, changes, _ = change
+            move = _MOVES[before][after]
         lock = self._lock
         lock.acquire()
         try:
@@ -407,15 +412,13 @@ class MemoryStore:
                 return None
             if current is not old and current[1] != old[1]:
                 return None
-            has = new[0].__dict__
             if not new[3]:  # local
-                move = _MOVES[had["status"]][has["status"]]
                 if move == _LEAVE_QUEUED:  # the usual moves first, without a call
                     if self._queued.pop(rid, 0) is None:
                         self._forget_queued()
                 elif move == _ENTER_QUEUED:
                     self._queued[rid] = None
-                    heapq.heappush(self._queue, (new[4], has["created_at"], rid))
+                    heapq.heappush(self._queue, (new[4], new[0].created_at, rid))
                 elif move:
                     self._move(rid, move, new)  # may raise ThreadBusyError, before any change
                 if new[6] is not None:
@@ -423,12 +426,14 @@ class MemoryStore:
                 elif old[6] is not None:
                     self._leased.pop(rid, None)
             runs[rid] = new
-            expires = has["expires_at"]
-            if expires is not (was := had["expires_at"]) and expires != was:
-                if was is not None:
-                    self._forget_deadline()
-                if expires is not None and not new[3]:
-                    heapq.heappush(self._deadlines, (expires, rid))
+            if "expires_at" in changes:  # the deadline moved (a run that ends drops it)
+                expires = changes["expires_at"]
+                was = old[0].__dict__["expires_at"]
+                if expires != was:
+                    if was is not None:
+                        self._forget_deadline()
+                    if expires is not None and not new[3]:
+                        heapq.heappush(self._deadlines, (expires, rid))
             if change is None:
                 return 0
             order = self._order
