@@ -221,12 +221,12 @@ def _journal(  # noqa: PLR0917 - the hot path: positional arguments bind faster
     # the usually false test first: most changes set only fields a head derives
     if not shape[0] and old is not None and type(journal[0]) is int:
         journal[0] = _first(journal[0], old[0])  # the head can no longer be derived
-    count = shape[2]
-    if count == 1:
-        journal += (sequence, at, worker, shape, changes[shape[3]])  # type: ignore[index]
+    field = shape[3]
+    if field is not None:  # the usual entry: one value kept
+        journal += (sequence, at, worker, shape, changes[field])
     else:
         journal += (sequence, at, worker, shape)
-        if count:
+        if shape[2]:
             journal += shape[4](changes)  # type: ignore[misc]
     if shape[1]:
         _compact_action(journal, shape[1])
