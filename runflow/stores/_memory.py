@@ -84,7 +84,7 @@ def _first(head: Any, live: RunObject) -> RunObject:
 # set of these flags (0 when the status stays). ``was`` is None for a new run.
 _LEAVE_QUEUED = 1
 _LEAVE_CANCELLING = 2
-_HOLD = 4  # it became active again: it takes its thread (or ThreadBusyError)
+_HOLD = 4  # it became active (again): it takes its thread (or ThreadBusyError)
 _ENTER_QUEUED = 8
 _ENTER_CANCELLING = 16
 _RELEASE = 32  # it ended: its thread is free
@@ -98,7 +98,7 @@ def _moves(was: RunStatus | None, status: RunStatus) -> int:
         move |= _LEAVE_QUEUED
     elif was is _CANCELLING:
         move |= _LEAVE_CANCELLING
-    elif was is not None and _ACTIVE[status] and not _ACTIVE[was]:
+    elif _ACTIVE[status] and (was is None or not _ACTIVE[was]):
         move |= _HOLD
     if status is _QUEUED:
         move |= _ENTER_QUEUED
@@ -312,7 +312,7 @@ class MemoryStore:
 
     # --- writes -----------------------------------------------------------------------
 
-    def insert(  # noqa: C901, PLR0912, PLR0915 - the hot path
+    def insert(  # noqa: C901, PLR0912 - the hot path
         self, run: StoredRun, change: Change
     ) -> int:
         """Store a new run and journal its first entry."""
@@ -332,15 +332,10 @@ class MemoryStore:
             status = fields["status"]
             expires = fields["expires_at"]
             if local:
-                if _ACTIVE[status]:
-                    thread = fields["thread_id"]
-                    holder = self._threads.setdefault(thread, rid)
-                    if holder != rid:
-                        raise ThreadBusyError(thread, holder)
-                runs[rid] = run
                 move = _MOVES[None][status]
                 if move:
-                    self._move(rid, move, run)
+                    self._move(rid, move, run)  # may raise ThreadBusyError, before any change
+                runs[rid] = run
                 if run[6] is not None:
                     self._leased[rid] = None
                 if expires is not None:
@@ -470,12 +465,6 @@ class MemoryStore:
                 out.append((new, typing.cast("int", sequence)))
         return out
 
-    def _hold_thread(self, record: RunObject, rid: str) -> None:
-        """Make ``rid`` its thread's active run, unless another holds it (lock held)."""
-        holder = self._threads.setdefault(record.thread_id, rid)
-        if holder != rid:
-            raise ThreadBusyError(record.thread_id, holder)
-
     def _move(self, rid: str, move: int, new: StoredRun) -> None:
         """
         The queue, cancelling and thread indexes of a local run that changed status
@@ -483,8 +472,10 @@ class MemoryStore:
         any change, if the run became active and its thread has another active run.
         """
         record = new.record
-        if move & _HOLD:
-            self._hold_thread(record, rid)
+        if move & _HOLD:  # first: ThreadBusyError leaves every index as it was
+            holder = self._threads.setdefault(record.thread_id, rid)
+            if holder != rid:
+                raise ThreadBusyError(record.thread_id, holder)
         if move & _LEAVE_QUEUED:
             if self._queued.pop(rid, 0) is None:
                 self._forget_queued()
