@@ -316,8 +316,8 @@ class MemoryStore:
         self, run: StoredRun, change: Change
     ) -> int:
         """Store a new run and journal its first entry."""
-        # As commit: StoredRun fields by index, the record's fields read off its dict
-        # (one attribute lookup for all); a new run has no old one for commit's upkeep.
+        # The hot path: StoredRun fields by index, the record's fields read off its
+        # dict (one attribute lookup for all), the lock taken by hand.
         record = run[0]
         fields = record.__dict__
         rid = fields["id"]
@@ -421,7 +421,7 @@ class MemoryStore:
                 elif old[6] is not None:
                     self._leased.pop(rid, None)
             runs[rid] = new
-            if "expires_at" in changes:  # the deadline moved (a run that ends drops it)
+            if "expires_at" in changes:  # the old deadline's entry goes stale; a new one is pushed
                 expires = changes["expires_at"]
                 was = old[0].__dict__["expires_at"]
                 if expires != was:
@@ -459,7 +459,7 @@ class MemoryStore:
             steps = [(runs[rid], *step(runs[rid])) for rid in self._oldest_queued(limit)]
             # then each stored as commit stores it: it takes the lock again (a
             # reentrant one), and under this hold its compare-and-set always wins
-            out = []
+            out: list[tuple[StoredRun, int]] = []
             for old, new, change in steps:
                 sequence = self.commit(old, new, change)
                 out.append((new, typing.cast("int", sequence)))
