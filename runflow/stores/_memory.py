@@ -6,7 +6,7 @@ import heapq
 import operator
 import threading
 import typing
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from runflow._convert import unstructure
@@ -70,6 +70,7 @@ _NONES = (None,) * len(_FRESH)
 #: Fields whose first value a derived head knows: the fresh ones, status, expires_at.
 _DERIVABLE: frozenset[str] = frozenset((*_FRESH, "status", "expires_at"))
 _ACTIVE: dict[RunStatus, bool] = {s: s in ACTIVE_STATUSES for s in RunStatus}
+_NO_CHANGES: Mapping[str, Any] = {}
 
 
 def _first(head: Any, live: RunObject) -> RunObject:
@@ -83,7 +84,7 @@ def _first(head: Any, live: RunObject) -> RunObject:
 # set of these flags (0 when the status stays). ``was`` is None for a new run.
 _LEAVE_QUEUED = 1
 _LEAVE_CANCELLING = 2
-_HOLD = 4  # it became active again: it takes its thread (or ThreadBusyError)
+_HOLD = 4  # it became active (again): it takes its thread (or ThreadBusyError)
 _ENTER_QUEUED = 8
 _ENTER_CANCELLING = 16
 _RELEASE = 32  # it ended: its thread is free
@@ -97,7 +98,7 @@ def _moves(was: RunStatus | None, status: RunStatus) -> int:
         move |= _LEAVE_QUEUED
     elif was is _CANCELLING:
         move |= _LEAVE_CANCELLING
-    elif was is not None and _ACTIVE[status] and not _ACTIVE[was]:
+    elif _ACTIVE[status] and (was is None or not _ACTIVE[was]):
         move |= _HOLD
     if status is _QUEUED:
         move |= _ENTER_QUEUED
@@ -194,11 +195,21 @@ def _compact_action(journal: _Journal, index: int) -> None:
             journal[index] = outputs.tool_calls
 
 
-def _journal(journal: _Journal, sequence: int, change: Change, old: RunObject | None) -> None:
+def _journal(  # noqa: PLR0917 - the hot path: positional arguments bind faster
+    journal: _Journal,
+    sequence: int,
+    at: int,
+    trigger: str,
+    before: RunStatus | None,
+    after: RunStatus,
+    worker: str | None,
+    changes: Mapping[str, Any],
+    old: StoredRun | None,
+) -> None:
     """
-    Append ``change`` to a run's journal (lock held); ``old``: the run before it.
+    Append a change, given as its fields, to a run's journal (lock held); ``old``:
+    the run before it (None for a new run).
     """
-    _, at, trigger, before, after, worker, changes, _ = change
     names = tuple(changes)
     try:
         shape = _FAST[trigger][before][after]
@@ -207,14 +218,15 @@ def _journal(journal: _Journal, sequence: int, change: Change, old: RunObject | 
     else:
         if shape[5] != names:
             shape = _shape(trigger, before, after, names)
-    if old is not None and not shape[0] and type(journal[0]) is int:
-        journal[0] = _first(journal[0], old)  # the head can no longer be derived
-    count = shape[2]
-    if count == 1:
-        journal += (sequence, at, worker, shape, changes[shape[3]])  # type: ignore[index]
+    # the usually false test first: most changes set only fields a head derives
+    if not shape[0] and old is not None and type(journal[0]) is int:
+        journal[0] = _first(journal[0], old[0])  # the head can no longer be derived
+    field = shape[3]
+    if field is not None:  # the usual entry: one value kept
+        journal += (sequence, at, worker, shape, changes[field])
     else:
         journal += (sequence, at, worker, shape)
-        if count:
+        if shape[2]:
             journal += shape[4](changes)  # type: ignore[misc]
     if shape[1]:
         _compact_action(journal, shape[1])
@@ -258,7 +270,8 @@ class MemoryStore:
         #: (since, created_at, id) of runs as they entered ``queued``: the claim order
         self._queue: list[tuple[int, int, str]] = []
         self._queue_stale = 0
-        self._lock = threading.Lock()
+        # reentrant: claim() commits each run it takes under its own hold
+        self._lock = threading.RLock()
 
     # --- reads ------------------------------------------------------------------------
 
@@ -299,12 +312,12 @@ class MemoryStore:
 
     # --- writes -----------------------------------------------------------------------
 
-    def insert(  # noqa: C901, PLR0912, PLR0915 - the hot path
+    def insert(  # noqa: C901, PLR0912 - the hot path
         self, run: StoredRun, change: Change
     ) -> int:
         """Store a new run and journal its first entry."""
-        # As commit: StoredRun fields by index, the record's fields read off its dict
-        # (one attribute lookup for all); a new run has no old one for _replace.
+        # The hot path: StoredRun fields by index, the record's fields read off its
+        # dict (one attribute lookup for all), the lock taken by hand.
         record = run[0]
         fields = record.__dict__
         rid = fields["id"]
@@ -319,15 +332,10 @@ class MemoryStore:
             status = fields["status"]
             expires = fields["expires_at"]
             if local:
-                if _ACTIVE[status]:
-                    thread = fields["thread_id"]
-                    holder = self._threads.setdefault(thread, rid)
-                    if holder != rid:
-                        raise ThreadBusyError(thread, holder)
-                runs[rid] = run
                 move = _MOVES[None][status]
                 if move:
-                    self._move(rid, move, run)
+                    self._move(rid, move, run)  # may raise ThreadBusyError, before any change
+                runs[rid] = run
                 if run[6] is not None:
                     self._leased[rid] = None
                 if expires is not None:
@@ -350,7 +358,7 @@ class MemoryStore:
                 _, at, trigger, was, now, worker, changes, _ = change
                 if changes:
                     journal = self._journals[rid] = [head]
-                    _journal(journal, sequence, change, None)
+                    _journal(journal, sequence, at, trigger, was, now, worker, changes, None)
                 else:  # the engine's create: the whole journal in one list
                     try:
                         shape = _FAST[trigger][was][now]
@@ -364,26 +372,72 @@ class MemoryStore:
         finally:
             lock.release()
 
-    def commit(self, old: StoredRun, new: StoredRun, change: Change | None) -> int | None:
-        """Replace ``old`` by ``new`` if its version still matches; journal ``change``."""
-        # The hot path: StoredRun fields by index (record 0, version 1); the lock taken
+    def commit(  # noqa: C901, PLR0912 - the hot path
+        self, old: StoredRun, new: StoredRun, change: Change | None
+    ) -> int | None:
+        """
+        Replace ``old`` by ``new`` if its version still matches; journal ``change``.
+
+        Keeps the indexes in step: the queue, cancelling, thread and lease indexes of
+        a local run, then the deadline heap. Raises ThreadBusyError, before any
+        change, if the run became active again while its thread has another active
+        run. :meth:`claim` stores its runs through here too.
+        """
+        # The change says what changed, as the protocol has it (the transition from
+        # ``old`` to ``new``): its run_id names the run, its statuses make the move,
+        # its fields say whether expires_at moved. Without one (a bookkeeping write,
+        # or a snapshot that changed no field) the status and the record's fields
+        # stay. The hot path: the change unpacked once, StoredRun fields by index
+        # (record 0, version 1, observed 3, since 4, lease_until 6), the lock taken
         # by hand (``with`` costs twice as much).
-        before = old[0]
-        rid = before.__dict__["id"]
+        if change is None:
+            rid = old[0].__dict__["id"]
+            move = 0
+            changes: Mapping[str, Any] = _NO_CHANGES
+        else:
+            rid, at, trigger, before, after, worker, changes, _ = change
+            move = _MOVES[before][after]
         lock = self._lock
         lock.acquire()
         try:
-            current = self._runs.get(rid)
-            if current is not old and (current is None or current[1] != old[1]):
+            runs = self._runs
+            try:
+                current = runs[rid]
+            except KeyError:
                 return None
-            self._replace(rid, old, new)  # may raise ThreadBusyError before any change
+            if current is not old and current[1] != old[1]:
+                return None
+            if not new[3]:  # local
+                if move == _LEAVE_QUEUED:  # the usual moves first, without a call
+                    if self._queued.pop(rid, 0) is None:
+                        self._forget_queued()
+                elif move == _ENTER_QUEUED:
+                    self._queued[rid] = None
+                    heapq.heappush(self._queue, (new[4], new[0].created_at, rid))
+                elif move:
+                    self._move(rid, move, new)  # may raise ThreadBusyError, before any change
+                if new[6] is not None:
+                    self._leased[rid] = None
+                elif old[6] is not None:
+                    self._leased.pop(rid, None)
+            runs[rid] = new
+            if "expires_at" in changes:  # the old deadline's entry goes stale; a new one is pushed
+                expires = changes["expires_at"]
+                was = old[0].__dict__["expires_at"]
+                if expires != was:
+                    if was is not None:
+                        self._forget_deadline()
+                    if expires is not None and not new[3]:
+                        heapq.heappush(self._deadlines, (expires, rid))
             if change is None:
                 return 0
             order = self._order
             order.append(rid)
             sequence = len(order)
             if self._keep_journal:
-                _journal(self._journals[rid], sequence, change, before)
+                _journal(
+                    self._journals[rid], sequence, at, trigger, before, after, worker, changes, old
+                )
             return sequence
         finally:
             lock.release()
@@ -401,55 +455,15 @@ class MemoryStore:
         """
         with self._lock:
             # every step first: one that raises leaves the store as it was (atomic)
-            steps = [
-                (rid, self._runs[rid], *step(self._runs[rid])) for rid in self._oldest_queued(limit)
-            ]
+            runs = self._runs
+            steps = [(runs[rid], *step(runs[rid])) for rid in self._oldest_queued(limit)]
+            # then each stored as commit stores it: it takes the lock again (a
+            # reentrant one), and under this hold its compare-and-set always wins
             out: list[tuple[StoredRun, int]] = []
-            order = self._order
-            for rid, old, new, change in steps:
-                self._replace(rid, old, new)
-                order.append(rid)
-                sequence = len(order)
-                if self._keep_journal:
-                    _journal(self._journals[rid], sequence, change, old.record)
-                out.append((new, sequence))
+            for old, new, change in steps:
+                sequence = self.commit(old, new, change)
+                out.append((new, typing.cast("int", sequence)))
         return out
-
-    def _replace(self, rid: str, old: StoredRun, new: StoredRun) -> None:  # noqa: C901 - hot path
-        """
-        Store ``new`` in place of ``old`` and keep the indexes in step (lock held):
-        the queue, cancelling, thread and lease indexes of a local run, then the
-        deadline heap. Raises ThreadBusyError, before any change, if the run became
-        active again while its thread has another active run.
-        """
-        had, has = old[0].__dict__, new[0].__dict__  # the records' fields, read once
-        if not new[3]:  # local (StoredRun by index: since 4, observed 3, lease_until 6)
-            move = _MOVES[had["status"]][has["status"]]
-            if move == _LEAVE_QUEUED:  # the usual moves first, without a call
-                if self._queued.pop(rid, 0) is None:
-                    self._forget_queued()
-            elif move == _ENTER_QUEUED:
-                self._queued[rid] = None
-                heapq.heappush(self._queue, (new[4], has["created_at"], rid))
-            elif move:
-                self._move(rid, move, new)
-            if new[6] is not None:
-                self._leased[rid] = None
-            elif old[6] is not None:
-                self._leased.pop(rid, None)
-        self._runs[rid] = new
-        expires = has["expires_at"]
-        if expires is not (was := had["expires_at"]) and expires != was:
-            if was is not None:
-                self._forget_deadline()
-            if expires is not None and not new[3]:
-                heapq.heappush(self._deadlines, (expires, rid))
-
-    def _hold_thread(self, record: RunObject, rid: str) -> None:
-        """Make ``rid`` its thread's active run, unless another holds it (lock held)."""
-        holder = self._threads.setdefault(record.thread_id, rid)
-        if holder != rid:
-            raise ThreadBusyError(record.thread_id, holder)
 
     def _move(self, rid: str, move: int, new: StoredRun) -> None:
         """
@@ -458,8 +472,10 @@ class MemoryStore:
         any change, if the run became active and its thread has another active run.
         """
         record = new.record
-        if move & _HOLD:
-            self._hold_thread(record, rid)
+        if move & _HOLD:  # first: ThreadBusyError leaves every index as it was
+            holder = self._threads.setdefault(record.thread_id, rid)
+            if holder != rid:
+                raise ThreadBusyError(record.thread_id, holder)
         if move & _LEAVE_QUEUED:
             if self._queued.pop(rid, 0) is None:
                 self._forget_queued()
