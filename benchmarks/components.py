@@ -98,7 +98,7 @@ def pieces() -> dict[str, Callable[[], Any]]:
         "new frozen record (evolve_run, 2 fields)": lambda: evolve_run(run, changes),
         "StoredRun named tuple": stored_run,
         "Change named tuple": change,
-        "store write (MemoryStore.commit, journaled, incl. _replace)": commit,
+        "store write (MemoryStore.commit: compare-and-set, indexes, journal)": commit,
     }
 
 
