@@ -66,7 +66,10 @@ class Change(NamedTuple):
     One transition as the engine hands it to a store, to journal with the write.
 
     ``changes`` holds the record fields the transition set (record values, not wire
-    values); a store that serialises converts them with ``RunObject``'s converter.
+    values), among them every field whose value differs between the two records; a
+    store that serialises converts them with ``RunObject``'s converter.
+    ``from_status`` and ``to_status`` are the statuses of the ``old`` and ``new`` runs
+    of the commit the change comes with (a store may keep its indexes by them).
     """
 
     run_id: str
