@@ -98,7 +98,8 @@ class LifecycleProfile:
     terminal: frozenset[str]
     transitions: tuple[TransitionSpec, ...]
     enter: Mapping[str, Enter]
-    #: Fields that are non-null in exactly one status, and that status.
+    #: Fields that are non-null in exactly one status, and that status (leaving the
+    #: status nulls the field: its on_exit effect).
     exclusive: Mapping[str, str]
 
     @property
