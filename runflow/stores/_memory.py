@@ -312,9 +312,7 @@ class MemoryStore:
 
     # --- writes -----------------------------------------------------------------------
 
-    def insert(  # noqa: C901, PLR0912 - the hot path
-        self, run: StoredRun, change: Change
-    ) -> int:
+    def insert(self, run: StoredRun, change: Change) -> int:
         """Store a new run and journal its first entry."""
         # The hot path: StoredRun fields by index, the record's fields read off its
         # dict (one attribute lookup for all), the lock taken by hand.
@@ -356,18 +354,8 @@ class MemoryStore:
                 ):
                     head = expires
                 _, at, trigger, was, now, worker, changes, _ = change
-                if changes:
-                    journal = self._journals[rid] = [head]
-                    _journal(journal, sequence, at, trigger, was, now, worker, changes, None)
-                else:  # the engine's create: the whole journal in one list
-                    try:
-                        shape = _FAST[trigger][was][now]
-                    except KeyError:
-                        shape = _shape(trigger, was, now, ())
-                    else:
-                        if shape[5]:
-                            shape = _shape(trigger, was, now, ())
-                    self._journals[rid] = [head, sequence, at, worker, shape]
+                journal = self._journals[rid] = [head]
+                _journal(journal, sequence, at, trigger, was, now, worker, changes, None)
             return sequence
         finally:
             lock.release()
