@@ -396,13 +396,7 @@ class MemoryStore:
             if current is not old and current[1] != old[1]:
                 return None
             if not new[3]:  # local
-                if move == _LEAVE_QUEUED:  # the usual moves first, without a call
-                    if self._queued.pop(rid, 0) is None:
-                        self._forget_queued()
-                elif move == _ENTER_QUEUED:
-                    self._queued[rid] = None
-                    heapq.heappush(self._queue, (new[4], new[0].created_at, rid))
-                elif move:
+                if move:
                     self._move(rid, move, new)  # may raise ThreadBusyError, before any change
                 if new[6] is not None:
                     self._leased[rid] = None
