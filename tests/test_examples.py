@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import doctest
 import importlib
+import linecache
 import re
 import subprocess
 import sys
@@ -44,13 +45,31 @@ def test_there_are_examples() -> None:
     assert {"quickstart.py", "tool_calls.py"} <= names
 
 
+def _run_blocks(page: Path, namespace: dict[str, object]) -> int:
+    """
+    Run every ```python block of ``page``, in order, in ``namespace``; return how many.
+
+    Each block is compiled under a name of its own whose source linecache holds (the
+    block, at its line numbers in the page), so that tracebacks show the page's lines
+    and code that reads its own source (``inspect.getsource``, as hypothesis does for
+    a ``@given`` test) finds the block, not the Markdown around it.
+    """
+    text = page.read_text(encoding="utf-8")
+    blocks = 0
+    for match in PYTHON_BLOCK.finditer(text):
+        first = text.count("\n", 0, match.start(1))  # lines before the block
+        source = "\n" * first + match.group(1)
+        name = f"<{page.relative_to(ROOT)} block at line {first + 1}>"
+        linecache.cache[name] = (len(source), None, source.splitlines(keepends=True), name)
+        exec(compile(source, name, "exec"), namespace)  # noqa: S102 - our own docs
+        blocks += 1
+    return blocks
+
+
 def test_readme_python_blocks_run() -> None:
     """Every ```python block of the README runs, in order, in one namespace."""
-    blocks = PYTHON_BLOCK.findall((ROOT / "README.md").read_text(encoding="utf-8"))
+    blocks = _run_blocks(ROOT / "README.md", {"__name__": "readme"})
     assert blocks, "the README has no python example"
-    namespace: dict[str, object] = {"__name__": "readme"}
-    for block in blocks:
-        exec(compile(block, "README.md", "exec"), namespace)  # noqa: S102 - our own README
 
 
 DOC_PAGES = sorted((ROOT / "docs").glob("*.md"))
@@ -59,9 +78,7 @@ DOC_PAGES = sorted((ROOT / "docs").glob("*.md"))
 @pytest.mark.parametrize("page", DOC_PAGES, ids=[p.name for p in DOC_PAGES])
 def test_docs_python_blocks_run(page: Path) -> None:
     """Every ```python block of a docs page runs, in order, in one namespace."""
-    namespace: dict[str, object] = {"__name__": f"docs_{page.stem}"}
-    for block in PYTHON_BLOCK.findall(page.read_text(encoding="utf-8")):
-        exec(compile(block, str(page), "exec"), namespace)  # noqa: S102 - our own docs
+    _run_blocks(page, {"__name__": f"docs_{page.stem}"})
 
 
 @pytest.mark.parametrize("module", ["runflow", "runflow.testing", "runflow._engine"])

@@ -51,11 +51,13 @@ _INSERT_FIRST = (
     f"INSERT INTO {_JOURNAL} (sequence, prev, run_id, at, trigger, from_status, to_status, "
     "worker, changes, run) VALUES (?, NULL, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
-#: A later entry, linked to the run's last one.
+#: A later entry, linked to the run's last one: the run id, then the journal row (only
+#: nameless ``?`` placeholders: Python 3.12 deprecates mixing in numbered ones, and 3.14
+#: refuses them with a sequence of parameters).
 _INSERT_NEXT = (
     f"INSERT INTO {_JOURNAL} (sequence, prev, run_id, at, trigger, from_status, to_status, "
     f"worker, changes, run) VALUES ({_NEXT_SEQUENCE}, "
-    f"(SELECT last_sequence FROM {_RUNS} WHERE id = ?1), ?1, ?, ?, ?, ?, ?, ?, ?)"
+    f"(SELECT last_sequence FROM {_RUNS} WHERE id = ?), ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 #: Take back an entry whose run update was refused.
 _DROP_ENTRY = f"DELETE FROM {_JOURNAL} WHERE sequence = ?"
@@ -152,9 +154,13 @@ class SQLiteStore:
         self._cache = _sql.RecordCache()
         self._known: dict[str, StoredRun] = {}  # see peek()
         self._reset_writers()
-        if self._memory:
-            self._shared = self._connect()
-        self._create_schema()
+        try:
+            if self._memory:
+                self._shared = self._connect()
+            self._create_schema()
+        except BaseException:
+            self.close()  # a store that failed to open leaves no connection behind
+            raise
 
     # --- connections -------------------------------------------------------------------
 
@@ -169,20 +175,32 @@ class SQLiteStore:
                 check_same_thread=False,  # close() may run on another thread
                 cached_statements=64,
             )
-            conn.execute(f"PRAGMA busy_timeout = {int(self._timeout * 1000)}")
-            if not self._memory:
-                mode = self._wal(conn)
-                if str(mode).lower() != "wal":  # pragma: no cover - exotic filesystems
-                    msg = f"SQLite could not switch {self._path} to WAL mode (got {mode!r})"
-                    raise StoreError(msg, url=self.url)
-            conn.execute("PRAGMA synchronous = FULL")
-            conn.execute("PRAGMA foreign_keys = OFF")
         except sqlite3.Error as exc:
-            msg = f"cannot open the SQLite store {self._path}: {exc}"
-            raise StoreError(msg, url=self.url) from exc
+            raise self._cannot_open(exc) from exc
+        try:
+            self._set_up(conn)
+        except BaseException as exc:
+            conn.close()  # never handed out: closed here, or by nobody
+            if isinstance(exc, sqlite3.Error):
+                raise self._cannot_open(exc) from exc
+            raise
         with self._lock:
             self._connections.append(conn)
         return conn
+
+    def _cannot_open(self, exc: sqlite3.Error) -> StoreError:
+        return StoreError(f"cannot open the SQLite store {self._path}: {exc}", url=self.url)
+
+    def _set_up(self, conn: sqlite3.Connection) -> None:
+        """A new connection's settings: busy timeout, WAL mode, full sync."""
+        conn.execute(f"PRAGMA busy_timeout = {int(self._timeout * 1000)}")
+        if not self._memory:
+            mode = self._wal(conn)
+            if str(mode).lower() != "wal":  # pragma: no cover - exotic filesystems
+                msg = f"SQLite could not switch {self._path} to WAL mode (got {mode!r})"
+                raise StoreError(msg, url=self.url)
+        conn.execute("PRAGMA synchronous = FULL")
+        conn.execute("PRAGMA foreign_keys = OFF")
 
     def _wal(self, conn: sqlite3.Connection) -> object:
         """
@@ -832,7 +850,8 @@ def _commit(
     sequence = 0
     if change is not None:
         snapshot = text if change.run is after else _sql.record_json(change.run)
-        sequence = _lastrowid(conn.execute(_INSERT_NEXT, _sql.journal_params(change, snapshot)))
+        row = _sql.journal_params(change, snapshot)
+        sequence = _lastrowid(conn.execute(_INSERT_NEXT, (change.run_id, *row)))
         mask |= 64
         params.append(sequence)
     params += (before.id, old.version)

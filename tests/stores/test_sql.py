@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
 import threading
@@ -25,10 +26,8 @@ def _raw_sql(target: tuple[str, str], sql: str) -> list[tuple[object, ...]]:
     """Run one statement on the test database, outside runflow."""
     kind, where = target
     if kind == "sqlite":
-        with sqlite3.connect(where) as conn:
-            rows = conn.execute(sql).fetchall()
-        conn.close()
-        return rows
+        with contextlib.closing(sqlite3.connect(where)) as conn, conn:
+            return conn.execute(sql).fetchall()
     import psycopg  # noqa: PLC0415
 
     dsn, _, schema = where.partition("|")
@@ -297,10 +296,11 @@ class TestSQLite:
         path = str(tmp_path / "runs.db")
         store = sqlite_store(path)
         create(store, new_run("run_a", thread_id="thread_t"))
-        with sqlite3.connect(path) as conn, pytest.raises(sqlite3.IntegrityError, match="CHECK"):
-            conn.execute("UPDATE runflow_runs SET status = 'completed' WHERE id = 'run_a'")
-        with sqlite3.connect(path) as conn, pytest.raises(sqlite3.IntegrityError, match="CHECK"):
-            conn.execute("UPDATE runflow_runs SET observed = 1 WHERE id = 'run_a'")
+        with contextlib.closing(sqlite3.connect(path)) as conn:
+            with pytest.raises(sqlite3.IntegrityError, match="CHECK"):
+                conn.execute("UPDATE runflow_runs SET status = 'completed' WHERE id = 'run_a'")
+            with pytest.raises(sqlite3.IntegrityError, match="CHECK"):
+                conn.execute("UPDATE runflow_runs SET observed = 1 WHERE id = 'run_a'")
         store.close()
 
     def test_the_thread_lock_follows_activity_not_status(self, tmp_path: Path) -> None:
@@ -381,6 +381,38 @@ class TestSQLite:
         assert store.claim(limit=50, now=T0, step=claim_step("w", T0))
         store.close()
 
+    @pytest.mark.parametrize("failure", ["not a database", "newer schema"])
+    def test_a_store_that_fails_to_open_closes_its_connections(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, failure: str
+    ) -> None:
+        """
+        A failed open leaves no connection open: the caller has no store to close
+        (Python 3.13 reports such a connection with a ResourceWarning when it is
+        collected).
+        """
+        path = tmp_path / "runs.db"
+        if failure == "not a database":
+            path.write_bytes(b"this is not a database at all" * 100)
+        else:
+            sqlite_store(str(path)).close()
+            with contextlib.closing(sqlite3.connect(path)) as conn, conn:
+                conn.execute("UPDATE runflow_schema SET version = 99")
+        opened: list[sqlite3.Connection] = []
+        connect = sqlite3.connect
+
+        def recording(*args: Any, **kwargs: Any) -> sqlite3.Connection:
+            conn = connect(*args, **kwargs)
+            opened.append(conn)
+            return conn
+
+        monkeypatch.setattr(sqlite3, "connect", recording)
+        with pytest.raises(StoreError):
+            sqlite_store(str(path))
+        assert opened
+        for conn in opened:
+            with pytest.raises(sqlite3.ProgrammingError, match="closed"):
+                conn.execute("SELECT 1")
+
     def test_not_a_database_is_a_store_error(self, tmp_path: Path) -> None:
         """A file that is not SQLite raises StoreError naming the file."""
         bad = tmp_path / "bad.db"
@@ -437,6 +469,10 @@ class TestSQLite:
         """
         store = sqlite_store(str(tmp_path / "runs.db"), timeout=5)
 
+        class Row:  # the cursor of a successful switch
+            def fetchone(self) -> tuple[str]:
+                return ("wal",)
+
         class Flaky:
             calls = 0
 
@@ -444,7 +480,7 @@ class TestSQLite:
                 self.calls += 1
                 if self.calls < 3:
                     raise sqlite3.OperationalError("database is locked")
-                return sqlite3.connect(":memory:").execute("SELECT 'wal'")
+                return Row()
 
         conn = Flaky()
         assert store._wal(conn) == "wal"  # type: ignore[arg-type]

@@ -8,6 +8,7 @@ their changes, so what gets grouped is decided, not timed.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sqlite3
@@ -82,7 +83,7 @@ class _Writers:
 
 
 def _version_seen_by_a_new_connection(store: SQLiteStore, run_id: str) -> int:
-    with sqlite3.connect(store.path) as conn:
+    with contextlib.closing(sqlite3.connect(store.path)) as conn:
         row = conn.execute("SELECT version FROM runflow_runs WHERE id = ?", (run_id,)).fetchone()
     return int(row[0])
 
