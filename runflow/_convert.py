@@ -15,9 +15,10 @@ import typing
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar, get_args
 
+import attrs
 import cattrs
 from cattrs.errors import IterableValidationError, IterableValidationNote
-from cattrs.gen import make_dict_unstructure_fn, override
+from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, override
 
 from runflow._model import (
     CodeInterpreterTool,
@@ -214,11 +215,35 @@ def _structure_array(value: object, t: Any) -> tuple[Any, ...]:
 
 converter.register_structure_hook_func(_is_tuple_type, _structure_array)
 
+
+def _objects_only(cls: type[Any]) -> Callable[[object, type], Any]:
+    """
+    The structure hook of a record class: a JSON object (or the record itself), never
+    another JSON value. cattrs' generated function alone would index a string by key
+    or find no keys in it (``"incomplete_details": "oops"`` read as all defaults).
+    """
+    structure_fields = make_dict_structure_fn(cls, converter)
+
+    def hook(value: object, _: type) -> Any:
+        if type(value) is cls:
+            return value  # already a record: records are immutable
+        if not isinstance(value, Mapping):
+            msg = f"expected an object, got {_json_type(value)}"
+            raise TypeError(msg)
+        return structure_fields(value, cls)
+
+    return hook
+
+
+converter.register_structure_hook_factory(attrs.has, _objects_only)
+
 # Optional keys the schema types as non-nullable: omitted when unset, never sent as null.
+# A generated function takes the hooks of its fields' classes as they are when it is
+# made: a nested class comes before the class that holds it.
 for _cls, _names in (
     (FunctionDefinition, ("description", "parameters", "strict")),
-    (FileSearch, ("max_num_results", "ranking_options")),
     (FileSearchRankingOptions, ("ranker",)),
+    (FileSearch, ("max_num_results", "ranking_options")),
     (FileSearchTool, ("file_search",)),
     (JsonSchema, ("description", "schema", "strict")),
     (NamedToolChoice, ("function",)),

@@ -443,6 +443,15 @@ class TestRoundTrip:
         ).to_dict()
         assert wire["tools"] == [{"type": "function", "function": {"name": "f"}}]
 
+    def test_ranking_options_without_ranker_leave_it_out(self) -> None:
+        """``ranker`` is optional and not nullable: unset, it is left out, also when the
+        ranking options sit inside a tool (it was sent as null there)."""
+        tool = {"type": "file_search", "file_search": {"ranking_options": {"score_threshold": 0.5}}}
+        engine = Engine(clock=FakeClock(1_700_000_000))
+        run = engine.create(thread_id="thread_a", assistant_id="asst_a", tools=[tool])
+        assert run.to_dict()["tools"] == [tool]
+        assert RunObject.from_dict(_with(tools=[tool])).to_dict()["tools"] == [tool]
+
     def test_records_are_frozen(self) -> None:
         """Records cannot be changed in place."""
         run = RunObject.from_dict(MINIMAL)
@@ -547,6 +556,27 @@ INVALID: list[tuple[str, Any, str]] = [
         ),
         "$.required_action.submit_tool_outputs.tool_calls[1].function.name",
     ),
+    # a nested object given as another JSON value: refused, never read as all defaults
+    ("incomplete_details-string", _with(incomplete_details="oops"), "$.incomplete_details"),
+    ("last_error-string", _with(last_error="boom"), "$.last_error"),
+    ("truncation-array", _with(truncation_strategy=[1]), "$.truncation_strategy"),
+    ("truncation-int", _with(truncation_strategy=5), "$.truncation_strategy"),
+    ("usage-array", _with(usage=[9, 4, 13]), "$.usage"),
+    (
+        "file_search-string",
+        _with(tools=[{"type": "file_search", "file_search": "x"}]),
+        "$.tools[0].file_search",
+    ),
+    (
+        "tool_call-function-string",
+        _with(
+            required_action={
+                "type": "submit_tool_outputs",
+                "submit_tool_outputs": {"tool_calls": [{**_CALL, "function": "f"}]},
+            }
+        ),
+        "$.required_action.submit_tool_outputs.tool_calls[0].function",
+    ),
 ]
 
 
@@ -600,6 +630,14 @@ class TestValidationErrors:
         assert info.value.path.startswith("$.metadata")
         assert "metadata.modified" in str(info.value)
         assert "expected a string, but got boolean instead" in str(info.value)
+
+    def test_a_nested_object_must_be_an_object(self) -> None:
+        """A string where an object belongs is refused, saying so (a string
+        ``incomplete_details`` once read as empty details and made a run ``incomplete``)."""
+        with pytest.raises(ValidationError) as info:
+            RunObject.from_dict(_with(status="completed", incomplete_details="oops"))
+        assert info.value.path == "$.incomplete_details"
+        assert info.value.rule == "expected an object, got a string"
 
     def test_is_a_value_error(self) -> None:
         """ValidationError is a ValueError and carries ``errors`` strings."""
