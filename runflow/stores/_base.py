@@ -119,10 +119,14 @@ class JournalEntry:
         The stream events of this entry.
 
         A run's first entry gives ``thread.run.created`` (when it starts ``queued``)
-        and the event of its status; every other entry gives the event of its new
-        status. Event sequences are ``2 * sequence - 1`` for ``created`` and
-        ``2 * sequence`` otherwise, so they increase strictly across the journal.
+        and the event of its status; every other entry that changed the status gives
+        the event of its new status. An entry that kept the status (``modify``, an
+        observed snapshot that changed other fields) gives none, as none was sent
+        when it was made. Event sequences are ``2 * sequence - 1`` for ``created``
+        and ``2 * sequence`` otherwise, so they increase strictly across the journal.
         """
+        if self.from_status is self.to_status:
+            return ()
         status = f"thread.run.{self.to_status.value}"
         if self.from_status is None and self.to_status is RunStatus.QUEUED:
             return (

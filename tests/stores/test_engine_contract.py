@@ -395,6 +395,31 @@ class TestJournal:
         ]
         assert [e.sequence for e in engine.events(after=0, limit=4)] == [s for _, s, _ in live[:4]]
 
+    def test_entries_that_keep_the_status_replay_no_event(self, engine: Engine) -> None:
+        """
+        ``modify`` and a snapshot that changes fields but not the status are journaled
+        and send no event: a replay (and a shared store's live delivery, which reads
+        the journal) has none for them either.
+        """
+        recorder = EventRecorder()
+        engine.subscribe(recorder)
+        run = new(engine, "t0")
+        engine.start(run)
+        engine.complete(run)
+        engine.modify(run, metadata={"k": "v"})
+        snapshot = engine.get(run).to_dict() | {"id": "run_remote", "thread_id": "t1"}
+        engine.observe({**snapshot, "status": "in_progress", "completed_at": None})
+        engine.observe({**snapshot, "status": "in_progress", "completed_at": None, "model": "m2"})
+        engine.observe(snapshot)
+        kinds = [(e.trigger, e.from_status, e.to_status) for e in engine.history(run)]
+        assert kinds[-1] == ("modify", RunStatus.COMPLETED, RunStatus.COMPLETED)
+        assert len(engine.history("run_remote")) == 3  # the same-status snapshot is journaled
+        replayed = [(e.event, e.sequence) for e in engine.events()]
+        wait_for(lambda: len(recorder.events) >= len(replayed))
+        assert replayed == [(e.event, e.sequence) for e in recorder.events]
+        assert [name for name, _ in replayed].count("thread.run.completed") == 2
+        assert [name for name, _ in replayed].count("thread.run.in_progress") == 2
+
     def test_history_of_unknown_run(self, engine: Engine) -> None:
         """history() of an unknown id raises RunNotFoundError."""
         from runflow import RunNotFoundError  # noqa: PLC0415
