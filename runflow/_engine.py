@@ -206,7 +206,9 @@ class Engine:
         self._sweep_batch = _positive(sweep_batch, "sweep_batch")
         self._action_hooks = tuple(required_action_hooks)
         self._reason_hooks = tuple(incomplete_reason_hooks)
-        self._locks = tuple(threading.Lock() for _ in range(_STRIPES))
+        # reentrant: a hook that calls the engine (on another run, which may share the
+        # stripe, or on its own run) must not wait on its own thread for ever
+        self._locks = tuple(threading.RLock() for _ in range(_STRIPES))
         self._life = ASSISTANTS_LIFECYCLE
         self._fire = ASSISTANTS_LIFECYCLE.fire
         self._events = ASSISTANTS_LIFECYCLE.events
@@ -214,6 +216,8 @@ class Engine:
         self._subscribers: tuple[Subscriber, ...] = ()
         self._outbox: deque[RunEvent] = deque()
         self._emit_lock = threading.Lock()
+        # a store write and the queueing of its events, in one order (_write_in_order)
+        self._publish_lock = threading.Lock()
         self._deliver_lock = threading.Lock()
         self._delivering = threading.local()
         # a store shared between processes delivers every event through its journal
@@ -313,16 +317,20 @@ class Engine:
         change = _tuple_new(Change, (run_id, now, "create", None, _QUEUED, None, _NO_PAYLOAD, run))
         stored = _tuple_new(StoredRun, (run, 1, None, False, now, None, None))
         try:
-            sequence = self._store.insert(stored, change)
+            if self._subscribers and self._watch is None:
+                self._write_in_order(
+                    self._store.insert,
+                    (stored, change),
+                    (("thread.run.created", run, -1), ("thread.run.queued", run, 0)),
+                )
+                self._drain()
+            else:
+                self._store.insert(stored, change)
         except ThreadBusyError:
             raise
         except ValueError:
             msg = f"a run with id {run_id!r} already exists (check the engine's id_factory)"
             raise RunflowError(msg) from None
-        if self._subscribers and self._watch is None:
-            self._emit("thread.run.created", run, 2 * sequence - 1)
-            self._emit("thread.run.queued", run, 2 * sequence)
-            self._drain()
         if not self._log_off:
             self._log_transition(run, None, "create", None)
         return run
@@ -483,10 +491,12 @@ class Engine:
             return new, change
 
         try:
-            claimed = self._store.claim(limit=limit, now=now, step=step)
-            for new, sequence in claimed:
+            with self._publish_lock:  # see _write_in_order
+                claimed = self._store.claim(limit=limit, now=now, step=step)
                 if self._subscribers and self._watch is None:
-                    self._emit(_EVENT[new.record.status], new.record, 2 * sequence)
+                    for new, sequence in claimed:
+                        self._emit(_EVENT[new.record.status], new.record, 2 * sequence)
+            for new, _ in claimed:
                 self._log_transition(new.record, _QUEUED, "claim", worker)
         finally:
             self._drain()
@@ -845,13 +855,19 @@ class Engine:
                     change = Change(
                         run_id, now, "observe", None, record.status, None, _NO_PAYLOAD, record
                     )
-                    sequence = self._store.insert(
-                        StoredRun(record, observed=True, since=now), change
-                    )
+                    first = StoredRun(record, observed=True, since=now)
                     if self._subscribers and self._watch is None:
-                        if record.status is _QUEUED:
-                            self._emit("thread.run.created", record, 2 * sequence - 1)
-                        self._emit(_EVENT[record.status], record, 2 * sequence)
+                        created = (("thread.run.created", record, -1),)
+                        self._write_in_order(
+                            self._store.insert,
+                            (first, change),
+                            (
+                                *(created if record.status is _QUEUED else ()),
+                                (_EVENT[record.status], record, 0),
+                            ),
+                        )
+                    else:
+                        self._store.insert(first, change)
                     self._log_transition(record, None, "observe", None)
                     return record
                 return self._observe_next(stored, record, now)
@@ -885,13 +901,16 @@ class Engine:
             record, stored.version + 1, stored.accrued, True, now if moved else stored.since
         )
         change = Change(run_id, now, "observe", old, record.status, None, diff, record)
-        sequence = self._store.commit(stored, new, change if moved or diff else None)
+        args = (stored, new, change if moved or diff else None)
+        if moved and self._subscribers and self._watch is None:
+            events = ((_EVENT[record.status], record, 0),)
+            sequence = self._write_in_order(self._store.commit, args, events)
+        else:
+            sequence = self._store.commit(*args)
         if sequence is None:
             msg = f"run {run_id!r} changed while it was being observed; retry"
             raise RunflowError(msg)
         if moved:
-            if self._subscribers and self._watch is None:
-                self._emit(_EVENT[record.status], record, 2 * sequence)
             self._log_transition(record, old, "observe", None)
         return record
 
@@ -907,6 +926,12 @@ class Engine:
         (``subscriber_failed``) and does not stop delivery to the others. On a
         store shared between processes (PostgreSQL), the events other processes
         make are delivered too, read from the journal in order.
+
+        Sequence order holds across threads driving different runs too: on a store
+        without a journal watch (memory, SQLite), an engine with subscribers makes
+        each store write and queues its events under one lock. On SQLite that means
+        the engine's threads no longer share group commits while it has
+        subscribers (other processes' writes still do).
 
         Returns:
             A function that unsubscribes ``callback``.
@@ -949,6 +974,29 @@ class Engine:
         with self._emit_lock:
             self._outbox.append(RunEvent(event=name, data=run, sequence=sequence))
 
+    def _write_in_order(
+        self,
+        write: Callable[..., int | None],
+        args: tuple[Any, ...],
+        events: Iterable[tuple[str, RunObject, int]],
+    ) -> int | None:
+        """
+        ``write(*args)``, a store write that returns its journal sequence (None: it
+        lost its compare-and-set), then queue ``events`` (name, run, offset: the event
+        sequence is ``2 * sequence + offset``), all under one lock.
+
+        The store numbers writes in the order it makes them; without the lock, two
+        threads writing different runs could queue their events the other way round,
+        and a subscriber would see sequences go back. A store shared between
+        processes needs none of this: its events come from its journal, in order.
+        """
+        with self._publish_lock:
+            sequence = write(*args)
+            if sequence is not None:
+                for name, run, offset in events:
+                    self._emit(name, run, 2 * sequence + offset)
+        return sequence
+
     def _drain(self) -> None:
         """Deliver queued events in order; one thread delivers at a time."""
         local = self._delivering
@@ -975,7 +1023,7 @@ class Engine:
 
     # --- internals -----------------------------------------------------------------------
 
-    def _lock(self, run_id: str) -> threading.Lock:
+    def _lock(self, run_id: str) -> threading.RLock:
         return self._locks[hash(run_id) % _STRIPES]
 
     def _load(self, run_id: str) -> StoredRun:
@@ -1199,11 +1247,13 @@ class Engine:
         change = _tuple_new(
             Change, (record.id, now, trigger, record.status, status, worker, changes, changed)
         )
-        sequence = self._store.commit(stored, new, change)
+        if self._subscribers and self._watch is None:
+            events = ((_EVENT[status], changed, 0),)
+            sequence = self._write_in_order(self._store.commit, (stored, new, change), events)
+        else:
+            sequence = self._store.commit(stored, new, change)
         if sequence is None:
             raise _Conflict
-        if self._subscribers and self._watch is None:
-            self._emit(_EVENT[status], changed, 2 * sequence)
         if not self._log_off:
             self._log_transition(changed, record.status, trigger, worker)
         return changed

@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import os
 import re
+import sys
 import threading
 import warnings
 from collections.abc import Callable
@@ -1162,6 +1163,37 @@ class TestLookup:
 
 class TestEvents:
     """``thread.run.created`` + ``queued`` on create, one event per change, in order."""
+
+    def test_threads_on_different_runs_deliver_in_sequence_order(self) -> None:
+        """
+        Threads driving different runs: a subscriber still sees one strictly
+        increasing sequence, the journal's own order (the store numbers a write
+        before the thread queues its event; another thread could queue its own in
+        between), so a consumer may resume with ``events(after=last seen)``.
+        """
+        interval = sys.getswitchinterval()
+        sys.setswitchinterval(1e-6)  # switch threads as often as CPython allows
+        engine = Engine(clock=FakeClock(1_700_000_000))
+        seen: list[int] = []
+        engine.subscribe(lambda event: seen.append(event.sequence))
+
+        def drive(worker: int) -> None:
+            for i in range(150):
+                run = engine.create(thread_id=f"thread_{worker}_{i}", assistant_id="asst_a")
+                engine.complete(engine.start(run))
+
+        try:
+            threads = [threading.Thread(target=drive, args=(w,)) for w in range(4)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+        finally:
+            sys.setswitchinterval(interval)
+        assert len(seen) == 4 * 150 * 4
+        assert seen == sorted(seen)
+        assert len(set(seen)) == len(seen)
+        assert seen == [e.sequence for e in engine.events(limit=10_000)]
 
     def test_create_emits_created_then_queued(
         self, recorder: EventRecorder, new_run: Callable[..., RunObject]

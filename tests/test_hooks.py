@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -298,6 +300,62 @@ class TestIncompleteReasonHook:
         with pytest.raises(RefusedError):
             engine.complete(run, usage=Usage.of(1, 1))
         assert engine.get(run) == run
+
+    def test_a_hook_may_call_the_engine_on_a_run_sharing_the_lock(self, clock: FakeClock) -> None:
+        """
+        Runs share a fixed set of locks; a hook that changes another run that happens to
+        share the lock of the run it is asked about gets on with it (it waited on its
+        own thread for ever before).
+        """
+        other: list[str] = []
+
+        class CancelOther:
+            def incomplete_reason(self, run: RunObject, usage: Usage) -> str | None:
+                engine.cancel(other[0])
+                return None
+
+        engine = self._engine(clock, CancelOther())
+        run = in_progress(engine)
+        stripe = engine._lock(run.id)  # the stripe: the point of the test
+        for i in itertools.count():
+            candidate = engine.create(thread_id=f"thread_other_{i}", assistant_id="asst_a")
+            if engine._lock(candidate.id) is stripe:
+                other.append(candidate.id)
+                break
+        result: list[RunObject] = []
+        worker = threading.Thread(target=lambda: result.append(engine.complete(run)), daemon=True)
+        worker.start()
+        worker.join(timeout=10)
+        assert not worker.is_alive(), "complete() hung on the lock its own thread held"
+        assert result[0].status is RunStatus.COMPLETED
+        assert engine.get(other[0]).status is RunStatus.CANCELLING
+
+    def test_a_hook_that_changes_its_own_run_does_not_hang(self, clock: FakeClock) -> None:
+        """A hook that changes the very run it is asked about: the call decides again on
+        the new state (here, the hook's own cancel refuses the second time), no hang."""
+
+        class CancelSelf:
+            def incomplete_reason(self, run: RunObject, usage: Usage) -> str | None:
+                engine.cancel(run.id)
+                return None
+
+        engine = self._engine(clock, CancelSelf())
+        run = in_progress(engine)
+        outcome: list[object] = []
+
+        def call() -> None:
+            try:
+                outcome.append(engine.complete(run))
+            except Exception as exc:  # noqa: BLE001 - recorded for the assertion
+                outcome.append(exc)
+
+        worker = threading.Thread(target=call, daemon=True)
+        worker.start()
+        worker.join(timeout=10)
+        assert not worker.is_alive(), "complete() hung on the lock its own thread held"
+        assert isinstance(outcome[0], InvalidTransitionError)
+        assert str(outcome[0]) == "Cannot cancel run with status 'cancelling'."
+        assert engine.get(run).status is RunStatus.CANCELLING
 
     def test_bad_reason_is_refused(self, clock: FakeClock) -> None:
         """A hook answering something that is not a reason is refused; nothing changes."""
