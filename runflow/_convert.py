@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import types
 import typing
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, TypeVar, get_args
 
 import attrs
@@ -166,7 +166,7 @@ def _tagged(union: object, classes: Sequence[type], literals: Sequence[str] = ()
             if cls is not None:
                 return converter.structure(value, cls)
         if type(value) in classes:
-            return value
+            return _check_record(value)
         msg = f"expected one of {expected}, got {value!r}"
         raise ValueError(msg)
 
@@ -306,13 +306,60 @@ def _raise(prefix: str, exc: BaseException) -> typing.NoReturn:
     raise ValidationError(path or prefix, rule or first, errors=errors) from exc
 
 
+#: Records a caller gave that were found good, by identity (records are immutable, and
+#: each one is kept alive here, so its id cannot be reused while it is remembered).
+_CHECKED: dict[int, object] = {}
+_CHECKED_MAX = 256
+
+
+def _check_record(value: _T) -> _T:
+    """
+    A record a caller built, checked as its wire form is: attrs runs no validators, so a
+    ``FunctionCall(arguments={"x": 1})`` is refused here, not when a store reads the run
+    back. Raises what structuring its wire form raises. A record found good is
+    remembered (the usual caller's constants then cost one lookup).
+    """
+    if _CHECKED.get(id(value)) is value:
+        return value
+    try:
+        wire = converter.unstructure(value)
+    except Exception as exc:
+        msg = f"this {type(value).__name__} cannot be written as JSON ({exc})"
+        raise TypeError(msg) from exc
+    converter.structure(wire, type(value))
+    if len(_CHECKED) >= _CHECKED_MAX:
+        _CHECKED.clear()  # simple and bounded: a hot caller's records come back at once
+    _CHECKED[id(value)] = value
+    return value
+
+
+_ERRORS = (cattrs.BaseValidationError, TypeError, ValueError, KeyError)
+
+
+def all_checked(records: Iterable[object]) -> bool:
+    """Whether every one of these records was checked already (one lookup each)."""
+    known = _CHECKED.get
+    for record in records:  # noqa: SIM110 - a loop: all() over a generator costs a frame
+        if known(id(record)) is not record:
+            return False
+    return True
+
+
+def checked(record: _T, path: str) -> _T:
+    """A record a caller gave, checked (see :func:`_check_record`), or ValidationError."""
+    try:
+        return _check_record(record)
+    except _ERRORS as exc:
+        _raise(path, exc)
+
+
 def structure(data: object, cls: type[Any], path: str = "$") -> Any:
     """Structure ``data`` into ``cls``, raising :class:`ValidationError` with paths."""
     if type(data) is cls:
-        return data  # already a record: records are immutable and were checked when built
+        return checked(data, path)  # a record: checked as its wire form
     try:
         return converter.structure(data, cls)
-    except (cattrs.BaseValidationError, TypeError, ValueError, KeyError) as exc:
+    except _ERRORS as exc:
         _raise(path, exc)
 
 
@@ -342,15 +389,13 @@ def structure_tool_outputs(outputs: object) -> tuple[ToolOutput, ...]:
 def _structure_items(value: object, cls: type[_T], path: str) -> tuple[_T, ...]:
     """A tuple of ``cls`` records from records or wire dicts (records pass as they are)."""
     items = _sequence(value, path)
+    known = _CHECKED.get
     for item in items:
-        if type(item) is not cls:
+        if type(item) is not cls or known(id(item)) is not item:
             break
-    else:  # all records already (the usual case): no per-item work
+    else:  # records already checked (the usual caller's): no per-item work
         return tuple(items)  # type: ignore[arg-type] # all are _T: checked above
-    return tuple(
-        item if type(item) is cls else structure(item, cls, f"{path}[{i}]")
-        for i, item in enumerate(items)
-    )
+    return tuple(structure(item, cls, f"{path}[{i}]") for i, item in enumerate(items))
 
 
 def _sequence(value: object, path: str) -> Sequence[object]:

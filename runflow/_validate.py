@@ -12,7 +12,7 @@ import types
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, get_args
 
-from runflow._convert import _json_type, structure
+from runflow._convert import _json_type, all_checked, structure
 from runflow._model import (
     EMPTY_METADATA,
     ErrorCode,
@@ -113,10 +113,10 @@ def _tools(value: object) -> tuple[Tool, ...]:
         value = tuple(value)
     if len(value) > MAX_TOOLS:
         raise ValidationError("$.tools", f"at most {MAX_TOOLS} tools, got {len(value)}")
-    if type(value) is tuple and _TOOL_CLASSES.issuperset(map(type, value)):
-        return value  # records are immutable: share the caller's tuple
+    if type(value) is tuple and _TOOL_CLASSES.issuperset(map(type, value)) and all_checked(value):
+        return value  # checked records are immutable: share the caller's tuple
     return tuple(
-        t if type(t) in _TOOL_CLASSES else structure(t, Tool, f"$.tools[{i}]")  # type: ignore[arg-type]
+        structure(t, Tool, f"$.tools[{i}]")  # type: ignore[arg-type] # records are checked too
         for i, t in enumerate(value)
     )
 

@@ -995,6 +995,105 @@ GOOD_CREATE: list[tuple[str, dict[str, Any]]] = [
 ]
 
 
+_FN = FunctionTool(function=FunctionDefinition(name="f"))
+
+#: (case, the call on an engine and an in_progress run with function tool f, the path)
+BAD_RECORDS: list[tuple[str, Callable[[Engine, RunObject], object], str]] = [
+    (
+        "tool call arguments not a string",
+        lambda e, r: e.require_action(
+            r,
+            [ToolCall(id="c", function=FunctionCall(name="f", arguments={"x": 1}))],  # type: ignore[arg-type]
+        ),
+        "$.tool_calls[0].function.arguments",
+    ),
+    (
+        "tool call of another type",
+        lambda e, r: e.require_action(
+            r,
+            [ToolCall(id="c", type="bogus", function=FunctionCall(name="f", arguments="{}"))],  # type: ignore[arg-type]
+        ),
+        "$.tool_calls[0].type",
+    ),
+    (
+        "tool output not a string",
+        lambda e, r: e.submit_tool_outputs(
+            e.require_action(r, [ToolCall(id="c", function=FunctionCall(name="f", arguments=""))]),
+            [ToolOutput(tool_call_id="c", output=5)],  # type: ignore[arg-type]
+        ),
+        "$.tool_outputs[0].output",
+    ),
+    (
+        "function strict not a boolean",
+        lambda e, _: e.create(
+            thread_id="t2",
+            assistant_id="a",
+            tools=[FunctionTool(function=FunctionDefinition(name="f", strict="yes"))],  # type: ignore[arg-type]
+        ),
+        "$.tools[0].function.strict",
+    ),
+    (
+        "function parameters not an object",
+        lambda e, _: e.create(
+            thread_id="t2",
+            assistant_id="a",
+            tools=[FunctionTool(function=FunctionDefinition(name="f", parameters="x"))],  # type: ignore[arg-type]
+        ),
+        "$.tools[0]",
+    ),
+    (
+        "tool choice of another type",
+        lambda e, _: e.create(
+            thread_id="t2",
+            assistant_id="a",
+            tool_choice=NamedToolChoice(type="bogus", function=ToolChoiceFunction(name="f")),  # type: ignore[arg-type]
+        ),
+        "$.tool_choice.type",
+    ),
+    (
+        "truncation last_messages not an integer",
+        lambda e, _: e.create(
+            thread_id="t2",
+            assistant_id="a",
+            truncation_strategy=TruncationStrategy(type="last_messages", last_messages="3"),  # type: ignore[arg-type]
+        ),
+        "$.truncation_strategy.last_messages",
+    ),
+]
+
+
+class TestRecordsGiven:
+    """Records a caller builds run no validators: the engine checks them as their wire
+    form, so a bad one is refused with its path, not stored (a durable store could not
+    read the run back)."""
+
+    @pytest.mark.parametrize(
+        ("call", "path"), [(c, p) for _, c, p in BAD_RECORDS], ids=[n for n, _, _ in BAD_RECORDS]
+    )
+    def test_a_bad_record_is_refused_and_nothing_changes(
+        self, call: Callable[[Engine, RunObject], object], path: str
+    ) -> None:
+        engine = Engine(clock=FakeClock(1_700_000_000))
+        run = engine.start(engine.create(thread_id="t", assistant_id="a", tools=[_FN]))
+        before = [(r.id, r.status) for r in engine.runs()]
+        with pytest.raises(ValidationError) as info:
+            call(engine, run)
+        assert info.value.path == path
+        current = [(r.id, r.status) for r in engine.runs()]
+        # unchanged (the submit case: as its own require_action left it)
+        assert current in (before, [(run.id, RunStatus.REQUIRES_ACTION)])
+
+    def test_a_good_record_is_shared_not_copied(self) -> None:
+        """A record that passes is used as it is (and the next time costs one lookup)."""
+        engine = Engine(clock=FakeClock(1_700_000_000))
+        tools = (_FN,)
+        run = engine.create(thread_id="t", assistant_id="a", tools=tools)
+        assert run.tools is tools
+        call = ToolCall(id="c", function=FunctionCall(name="f", arguments="{}"))
+        waiting = engine.require_action(engine.start(run), [call])
+        assert waiting.tool_calls[0] is call
+
+
 class TestCreateLimits:
     """create() checks the request limits of create_run_request.schema.json."""
 
