@@ -677,7 +677,7 @@ class Engine:
             runflow.InvalidTransitionError: the run is in another status.
         """
         delta = check_usage(
-            {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens}
+            {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens}, "$"
         )
 
         def decide(stored: StoredRun, _: int) -> Decision:

@@ -270,6 +270,10 @@ def usage(value: object, path: str = "$.usage") -> Usage | None:
         prompt, completion = value.get("prompt_tokens"), value.get("completion_tokens")
         if type(prompt) is int and type(completion) is int:
             value = {**value, "total_tokens": prompt + completion}
+        else:  # what is wrong with the counts given, not that their sum is missing
+            for name in ("prompt_tokens", "completion_tokens"):
+                if name in value:
+                    _integer(value[name], f"{path}.{name}", minimum=0)
     result: Usage = value if type(value) is Usage else structure(value, Usage, path)
     for name in ("prompt_tokens", "completion_tokens", "total_tokens"):
         _integer(getattr(result, name), f"{path}.{name}", minimum=0)

@@ -490,3 +490,31 @@ class TestAddUsage:
         with pytest.raises(ValidationError):
             engine.add_usage(run, prompt_tokens=-1)
         assert engine.get(run) == run
+
+    @pytest.mark.parametrize(
+        ("counts", "path", "rule"),
+        [
+            ({"prompt_tokens": 1.5}, "$.prompt_tokens", "expected an integer, got a number"),
+            ({"prompt_tokens": -1}, "$.prompt_tokens", "must be at least 0, got -1"),
+            (
+                {"completion_tokens": True},
+                "$.completion_tokens",
+                "expected an integer, got a boolean",
+            ),
+        ],
+    )
+    def test_a_bad_count_is_named_as_given(
+        self,
+        engine: Engine,
+        drive: Callable[..., RunObject],
+        counts: dict[str, Any],
+        path: str,
+        rule: str,
+    ) -> None:
+        """The error names the argument and its rule alone (it also said that a
+        ``total_tokens`` nobody passes was missing)."""
+        run = drive("in_progress")
+        with pytest.raises(ValidationError) as info:
+            engine.add_usage(run, **counts)
+        assert (info.value.path, info.value.rule) == (path, rule)
+        assert "total_tokens" not in str(info.value)
