@@ -307,7 +307,8 @@ class JsonSchema:
 
     name: str
     description: str | None = None
-    schema: Mapping[str, Any] | None = None
+    #: Compared, not hashed (a mapping is not hashable): equal records still hash equal.
+    schema: Mapping[str, Any] | None = attrs.field(default=None, hash=False)
     strict: bool | None = None
 
 
@@ -391,7 +392,8 @@ class FunctionDefinition:
 
     name: str
     description: str | None = None
-    parameters: Mapping[str, Any] | None = None
+    #: Compared, not hashed (a mapping is not hashable): equal records still hash equal.
+    parameters: Mapping[str, Any] | None = attrs.field(default=None, hash=False)
     strict: bool | None = None
 
 
@@ -451,7 +453,8 @@ class RunObject:
     model: str = ""
     instructions: str = ""
     tools: tuple[Tool, ...] = ()
-    metadata: Mapping[str, str] | None = EMPTY_METADATA
+    #: Compared, not hashed (a mapping is not hashable): equal runs still hash equal.
+    metadata: Mapping[str, str] | None = attrs.field(default=EMPTY_METADATA, hash=False)
     usage: Usage | None = None
     temperature: float | None = None
     top_p: float | None = None

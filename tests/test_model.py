@@ -452,6 +452,27 @@ class TestRoundTrip:
         assert run.to_dict()["tools"] == [tool]
         assert RunObject.from_dict(_with(tools=[tool])).to_dict()["tools"] == [tool]
 
+    def test_records_hash_as_they_compare(self) -> None:
+        """A run with metadata, a function's parameters and a JSON schema hashes (the
+        mappings are compared, not hashed), and equal runs hash equal."""
+        engine = Engine(clock=FakeClock(1_700_000_000))
+        run = engine.create(
+            thread_id="thread_a",
+            assistant_id="asst_a",
+            tools=[
+                {"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}
+            ],
+            metadata={"k": "v"},
+            response_format={
+                "type": "json_schema",
+                "json_schema": {"name": "n", "schema": {"type": "object"}},
+            },
+        )
+        again = RunObject.from_dict(run.to_dict())
+        assert again == run
+        assert hash(again) == hash(run)
+        assert len({run, again, engine.start(run)}) == 2
+
     def test_records_are_frozen(self) -> None:
         """Records cannot be changed in place."""
         run = RunObject.from_dict(MINIMAL)
