@@ -10,6 +10,7 @@ JSON path of every problem.
 
 from __future__ import annotations
 
+import math
 import types
 import typing
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -84,7 +85,13 @@ def _strict(kind: type) -> Callable[[object, type], object]:
         if not ok:
             msg = f"expected {_TYPE_NAMES[kind]}, got {_json_type(value)}"
             raise TypeError(msg)
-        return float(value) if kind is float else value  # type: ignore[arg-type]
+        if kind is float:
+            number = float(value)  # type: ignore[arg-type]
+            if not math.isfinite(number):  # Python's json reads NaN and Infinity; JSON has none
+                msg = f"expected a finite number, got {number}"
+                raise ValueError(msg)
+            return number
+        return value
 
     return hook
 
