@@ -1023,40 +1023,28 @@ BAD_RECORDS: list[tuple[str, Callable[[Engine, RunObject], object], str]] = [
         ),
         "$.tool_outputs[0].output",
     ),
+]
+
+#: (case, create() arguments holding a bad record, the path)
+BAD_CREATE_RECORDS: list[tuple[str, dict[str, Any], str]] = [
     (
         "function strict not a boolean",
-        lambda e, _: e.create(
-            thread_id="t2",
-            assistant_id="a",
-            tools=[FunctionTool(function=FunctionDefinition(name="f", strict="yes"))],  # type: ignore[arg-type]
-        ),
+        {"tools": [FunctionTool(function=FunctionDefinition(name="f", strict="yes"))]},  # type: ignore[arg-type]
         "$.tools[0].function.strict",
     ),
     (
         "function parameters not an object",
-        lambda e, _: e.create(
-            thread_id="t2",
-            assistant_id="a",
-            tools=[FunctionTool(function=FunctionDefinition(name="f", parameters="x"))],  # type: ignore[arg-type]
-        ),
+        {"tools": [FunctionTool(function=FunctionDefinition(name="f", parameters="x"))]},  # type: ignore[arg-type]
         "$.tools[0]",
     ),
     (
         "tool choice of another type",
-        lambda e, _: e.create(
-            thread_id="t2",
-            assistant_id="a",
-            tool_choice=NamedToolChoice(type="bogus", function=ToolChoiceFunction(name="f")),  # type: ignore[arg-type]
-        ),
+        {"tool_choice": NamedToolChoice(type="bogus", function=ToolChoiceFunction(name="f"))},  # type: ignore[arg-type]
         "$.tool_choice.type",
     ),
     (
         "truncation last_messages not an integer",
-        lambda e, _: e.create(
-            thread_id="t2",
-            assistant_id="a",
-            truncation_strategy=TruncationStrategy(type="last_messages", last_messages="3"),  # type: ignore[arg-type]
-        ),
+        {"truncation_strategy": TruncationStrategy(type="last_messages", last_messages="3")},  # type: ignore[arg-type]
         "$.truncation_strategy.last_messages",
     ),
 ]
@@ -1068,7 +1056,15 @@ class TestRecordsGiven:
     read the run back)."""
 
     @pytest.mark.parametrize(
-        ("call", "path"), [(c, p) for _, c, p in BAD_RECORDS], ids=[n for n, _, _ in BAD_RECORDS]
+        ("call", "path"),
+        [
+            *((c, p) for _, c, p in BAD_RECORDS),
+            *(
+                (lambda e, _, k=k: e.create(thread_id="t2", assistant_id="a", **k), p)
+                for _, k, p in BAD_CREATE_RECORDS
+            ),
+        ],
+        ids=[n for n, _, _ in (*BAD_RECORDS, *BAD_CREATE_RECORDS)],
     )
     def test_a_bad_record_is_refused_and_nothing_changes(
         self, call: Callable[[Engine, RunObject], object], path: str
