@@ -12,6 +12,9 @@ class Clock(typing.Protocol):
     """
     Where an engine reads the time: integer Unix seconds, as on the wire.
 
+    An engine refuses any other reading (a float from ``time.time()``, say) with a
+    ``TypeError`` naming the clock, before it changes anything.
+
     .. versionadded:: 0.1.0
     """
 

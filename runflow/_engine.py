@@ -305,6 +305,8 @@ class Engine:
             else self._check_expires_after(expires_after)
         )
         now = self._clock.now()
+        if type(now) is not int:  # the check of _now(), inline: the hot path
+            raise _bad_clock(self._clock, now)
         run_id: object = self._new_id()
         if not isinstance(run_id, str) or not run_id:
             msg = f"id_factory returned {run_id!r}; expected a non-empty string"
@@ -349,7 +351,7 @@ class Engine:
         stored = self._store.get(run_id)
         if stored is None:
             raise RunNotFoundError(run_id)
-        if not self._due(stored, self._clock.now()):
+        if not self._due(stored, self._now()):
             return stored.record
         return self._transition(run_id, None, None)
 
@@ -466,7 +468,7 @@ class Engine:
         _string_arg(worker, "worker")
         if type(limit) is not int or limit < 0:
             raise ValidationError("limit", f"expected a non-negative integer, got {limit!r}")
-        now = self._clock.now()
+        now = self._now()
         lease_until = self._lease_end(worker, lease, now)
         self._expire_due(now)
 
@@ -711,7 +713,7 @@ class Engine:
         try:
             for _ in range(_MAX_RETRIES):
                 with self._lock(run_id):
-                    now = self._clock.now()
+                    now = self._now()
                     stored = self._settle(self._load(run_id), now)
                     record = stored.record
                     if record.status in ACTIVE_STATUSES or stored.observed:
@@ -753,7 +755,7 @@ class Engine:
         Returns:
             The runs this sweep changed, in that order.
         """
-        now = self._clock.now()
+        now = self._now()
         try:
             changed = self._expire_due(now)
             changed += self._settle_batches(
@@ -847,7 +849,7 @@ class Engine:
         """
         record = snapshot if isinstance(snapshot, RunObject) else structure_run(snapshot)
         run_id = record.id
-        now = self._clock.now()
+        now = self._now()
         try:
             with self._lock(run_id):
                 stored = self._store.get(run_id)
@@ -1023,6 +1025,13 @@ class Engine:
 
     # --- internals -----------------------------------------------------------------------
 
+    def _now(self) -> int:
+        """The clock's reading, checked: integer Unix seconds, as the wire has them."""
+        now = self._clock.now()
+        if type(now) is not int:
+            raise _bad_clock(self._clock, now)
+        return now
+
     def _lock(self, run_id: str) -> threading.RLock:
         return self._locks[hash(run_id) % _STRIPES]
 
@@ -1094,6 +1103,8 @@ class Engine:
                     ):
                         raise RunNotFoundError(run_id)  # noqa: TRY301 - re-raised below
                     now = self._clock.now()
+                    if type(now) is not int:  # the check of _now(), inline: the hot path
+                        raise _bad_clock(self._clock, now)  # noqa: TRY301 - re-raised below
                     record = stored.record
                     deadline = record.expires_at
                     if deadline is not None and now >= deadline:
@@ -1298,6 +1309,13 @@ class Engine:
             if answer is not None:
                 return check_reason(answer)
         return None
+
+
+def _bad_clock(clock: Clock, now: object) -> TypeError:
+    return TypeError(
+        f"the engine's clock {clock!r} returned {now!r}: a Clock returns integer Unix "
+        "seconds (as runflow.SystemClock does with int(time.time()))"
+    )
 
 
 class _Conflict(Exception):  # noqa: N818 - internal signal, never escapes

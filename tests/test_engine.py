@@ -1090,6 +1090,48 @@ class TestRecordsGiven:
         assert waiting.tool_calls[0] is call
 
 
+class TestCustomClock:
+    """A caller's clock is read as integer Unix seconds, or refused: the wire's
+    timestamps are integers (a ``time.time()`` clock would stamp fractions)."""
+
+    class Readings:
+        def __init__(self, *readings: object) -> None:
+            self.readings = list(readings)
+
+        def now(self) -> Any:
+            return self.readings.pop(0) if len(self.readings) > 1 else self.readings[0]
+
+        def __repr__(self) -> str:
+            return "Readings()"
+
+    def test_a_float_reading_is_refused_before_anything_is_stored(self) -> None:
+        engine = Engine(clock=self.Readings(1_700_000_000.75))
+        with pytest.raises(TypeError) as info:
+            engine.create(thread_id="thread_a", assistant_id="asst_a")
+        assert str(info.value) == (
+            "the engine's clock Readings() returned 1700000000.75: a Clock returns integer "
+            "Unix seconds (as runflow.SystemClock does with int(time.time()))"
+        )
+        assert engine.runs() == []
+
+    def test_a_bad_reading_later_leaves_the_run_as_it_was(self) -> None:
+        engine = Engine(clock=self.Readings(1_700_000_000, 1_700_000_001.5))
+        run = engine.create(thread_id="thread_a", assistant_id="asst_a")
+        for call in (engine.start, engine.get, engine.cancel):
+            with pytest.raises(TypeError, match=r"returned 1700000001\.5"):
+                call(run)
+        assert engine.runs() == [run]
+        with pytest.raises(TypeError, match="integer Unix seconds"):
+            engine.sweep()
+
+    def test_an_integer_clock_of_ones_own_is_used_as_it_is(self) -> None:
+        clock = self.Readings(1_700_000_000, 1_700_000_005)
+        engine = Engine(clock=clock)
+        assert engine.clock is clock
+        run = engine.start(engine.create(thread_id="thread_a", assistant_id="asst_a"))
+        assert (run.created_at, run.started_at) == (1_700_000_000, 1_700_000_005)
+
+
 class TestCreateLimits:
     """create() checks the request limits of create_run_request.schema.json."""
 
