@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 import types
 import typing
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Container, Iterable, Mapping, Sequence
 from typing import Any, TypeVar, get_args
 
 import attrs
@@ -225,15 +225,16 @@ converter.register_structure_hook_func(_is_tuple_type, _structure_array)
 
 def _objects_only(cls: type[Any]) -> Callable[[object, type], Any]:
     """
-    The structure hook of a record class: a JSON object (or the record itself), never
-    another JSON value. cattrs' generated function alone would index a string by key
-    or find no keys in it (``"incomplete_details": "oops"`` read as all defaults).
+    The structure hook of a record class: a JSON object, or a record a caller built
+    (checked as its wire form, see :func:`_check_record`), never another JSON value.
+    cattrs' generated function alone would index a string by key or find no keys in it
+    (``"incomplete_details": "oops"`` read as all defaults).
     """
     structure_fields = make_dict_structure_fn(cls, converter)
 
     def hook(value: object, _: type) -> Any:
         if type(value) is cls:
-            return value  # already a record: records are immutable
+            return _check_record(value)
         if not isinstance(value, Mapping):
             msg = f"expected an object, got {_json_type(value)}"
             raise TypeError(msg)
@@ -340,33 +341,26 @@ def _check_record(value: _T) -> _T:
     return value
 
 
-_ERRORS = (cattrs.BaseValidationError, TypeError, ValueError, KeyError)
-
-
-def all_checked(records: Iterable[object]) -> bool:
-    """Whether every one of these records was checked already (one lookup each)."""
+def all_checked(records: Iterable[object], classes: Container[type]) -> bool:
+    """
+    Whether every one of ``records`` is a record of one of ``classes`` that was
+    checked already (one lookup each): the caller may then use them as they are.
+    """
     known = _CHECKED.get
-    for record in records:  # noqa: SIM110 - a loop: all() over a generator costs a frame
-        if known(id(record)) is not record:
+    for record in records:  # a loop: all() over a generator costs a frame
+        if type(record) not in classes or known(id(record)) is not record:
             return False
     return True
 
 
-def checked(record: _T, path: str) -> _T:
-    """A record a caller gave, checked (see :func:`_check_record`), or ValidationError."""
-    try:
-        return _check_record(record)
-    except _ERRORS as exc:
-        _raise(path, exc)
-
-
 def structure(data: object, cls: type[Any], path: str = "$") -> Any:
-    """Structure ``data`` into ``cls``, raising :class:`ValidationError` with paths."""
-    if type(data) is cls:
-        return checked(data, path)  # a record: checked as its wire form
+    """
+    Structure ``data`` into ``cls``, raising :class:`ValidationError` with paths. A
+    record given as it is is checked as its wire form (by the record classes' hook).
+    """
     try:
         return converter.structure(data, cls)
-    except _ERRORS as exc:
+    except (cattrs.BaseValidationError, TypeError, ValueError, KeyError) as exc:
         _raise(path, exc)
 
 
@@ -394,13 +388,9 @@ def structure_tool_outputs(outputs: object) -> tuple[ToolOutput, ...]:
 
 
 def _structure_items(value: object, cls: type[_T], path: str) -> tuple[_T, ...]:
-    """A tuple of ``cls`` records from records or wire dicts (records pass as they are)."""
+    """A tuple of ``cls`` records from records or wire dicts (records are checked)."""
     items = _sequence(value, path)
-    known = _CHECKED.get
-    for item in items:
-        if type(item) is not cls or known(id(item)) is not item:
-            break
-    else:  # records already checked (the usual caller's): no per-item work
+    if all_checked(items, (cls,)):  # the usual caller's records: no per-item work
         return tuple(items)  # type: ignore[arg-type] # all are _T: checked above
     return tuple(structure(item, cls, f"{path}[{i}]") for i, item in enumerate(items))
 

@@ -493,11 +493,13 @@ class Engine:
             return new, change
 
         try:
-            with self._publish_lock:  # see _write_in_order
-                claimed = self._store.claim(limit=limit, now=now, step=step)
-                if self._subscribers and self._watch is None:
+            if self._subscribers and self._watch is None:
+                with self._publish_lock:  # the store's order is the events' (_write_in_order)
+                    claimed = self._store.claim(limit=limit, now=now, step=step)
                     for new, sequence in claimed:
                         self._emit(_EVENT[new.record.status], new.record, 2 * sequence)
+            else:
+                claimed = self._store.claim(limit=limit, now=now, step=step)
             for new, _ in claimed:
                 self._log_transition(new.record, _QUEUED, "claim", worker)
         finally:

@@ -113,7 +113,7 @@ def _tools(value: object) -> tuple[Tool, ...]:
         value = tuple(value)
     if len(value) > MAX_TOOLS:
         raise ValidationError("$.tools", f"at most {MAX_TOOLS} tools, got {len(value)}")
-    if type(value) is tuple and _TOOL_CLASSES.issuperset(map(type, value)) and all_checked(value):
+    if type(value) is tuple and all_checked(value, _TOOL_CLASSES):
         return value  # checked records are immutable: share the caller's tuple
     return tuple(
         structure(t, Tool, f"$.tools[{i}]")  # type: ignore[arg-type] # records are checked too

@@ -1038,6 +1038,11 @@ BAD_CREATE_RECORDS: list[tuple[str, dict[str, Any], str]] = [
         "$.tools[0]",
     ),
     (
+        "a bad record inside a wire dict",
+        {"tools": [{"type": "function", "function": FunctionDefinition(name="f", strict="yes")}]},  # type: ignore[arg-type]
+        "$.tools[0].function.strict",
+    ),
+    (
         "tool choice of another type",
         {"tool_choice": NamedToolChoice(type="bogus", function=ToolChoiceFunction(name="f"))},  # type: ignore[arg-type]
         "$.tool_choice.type",
