@@ -318,21 +318,27 @@ class Engine:
         run = new_run(fields)
         change = _tuple_new(Change, (run_id, now, "create", None, _QUEUED, None, _NO_PAYLOAD, run))
         stored = _tuple_new(StoredRun, (run, 1, None, False, now, None, None))
-        try:
-            if self._subscribers and self._watch is None:
-                self._write_in_order(
-                    self._store.insert,
-                    (stored, change),
-                    (("thread.run.created", run, -1), ("thread.run.queued", run, 0)),
-                )
-                self._drain()
-            else:
-                self._store.insert(stored, change)
-        except ThreadBusyError:
-            raise
-        except ValueError:
-            msg = f"a run with id {run_id!r} already exists (check the engine's id_factory)"
-            raise RunflowError(msg) from None
+        for retried in (False, True):
+            try:
+                if self._subscribers and self._watch is None:
+                    self._write_in_order(
+                        self._store.insert,
+                        (stored, change),
+                        (("thread.run.created", run, -1), ("thread.run.queued", run, 0)),
+                    )
+                    self._drain()
+                else:
+                    self._store.insert(stored, change)
+            except ThreadBusyError as busy:
+                # The thread's active run may be past its deadline: this is its next
+                # read, so the expiry rule (R3.4) ends it, which frees the thread.
+                if retried or not self._expired_by_rule(busy.run_id):
+                    raise
+                continue
+            except ValueError:
+                msg = f"a run with id {run_id!r} already exists (check the engine's id_factory)"
+                raise RunflowError(msg) from None
+            break
         if not self._log_off:
             self._log_transition(run, None, "create", None)
         return run
@@ -367,8 +373,14 @@ class Engine:
         Stored runs in creation order (or newest first), optionally only one thread's
         or one status's, at most ``limit``.
 
-        Applies no expiry; call :meth:`sweep` first to settle overdue runs.
+        A listing reads every run it could list, so it applies the expiry rule first
+        (LIFECYCLE R3.4), as :meth:`get` does: every local active run past
+        ``expires_at`` is expired (stored and emitted), and the listing and its
+        ``status`` filter see the runs as they are now. That is the expiry step of
+        :meth:`sweep`; leases and stuck cancellations are left to sweeps.
         """
+        self._expire_due(self._now())
+        self._drain()
         return [
             s.record
             for s in self._store.runs(
@@ -773,6 +785,13 @@ class Engine:
         finally:
             self._drain()
         return changed
+
+    def _expired_by_rule(self, run_id: str) -> bool:
+        """Apply the expiry rule to run ``run_id``: whether it is (now) expired."""
+        try:
+            return self._transition(run_id, None, None).status is RunStatus.EXPIRED
+        except RunNotFoundError:
+            return bool(run_id)  # gone meanwhile: the thread may be free
 
     def _expire_due(self, now: int) -> list[RunObject]:
         def expire(stored: StoredRun) -> RunObject | None:

@@ -731,8 +731,8 @@ def runs_ls(
     """
     List runs, newest first.
 
-    No expiry is applied: a run past its expires_at shows its stored status until
-    `runflow runs sweep` (or a read of that run) expires it.
+    Active runs past their expires_at are expired first (LIFECYCLE R3.4), as a read
+    of each would.
     """
     with _engine(store) as engine:
         found = engine.runs(thread_id=thread_id, status=status, limit=limit, newest_first=True)

@@ -40,6 +40,8 @@ STATUSES = {
     "lapsed": "in_progress",  # its worker's lease lapsed: a sweep fails it
     "stuck": "cancelling",  # cancelling for longer than the grace: a sweep cancels it
 }
+#: The statuses a listing shows: it applies the expiry rule (R3.4), not the rest of a sweep.
+LISTED = {**STATUSES, "overdue": "expired"}
 
 
 @pytest.fixture(autouse=True)
@@ -178,15 +180,25 @@ def wire(text: str) -> Any:
 
 class TestList:
     def test_json_newest_first(self, store_url: str, ids: dict[str, str]) -> None:
-        """ls --json: an array of wire runs, newest first, each a valid run object."""
+        """
+        ls --json: an array of wire runs, newest first, each a valid run object; the
+        overdue run is expired by the listing (and stays so), the rest as stored.
+        """
         doc = wire(ok("runs", "ls", "--store", store_url, "--json").stdout)
         assert [r["id"] for r in doc] == newest_first(ids)
-        assert [r["status"] for r in doc] == list(reversed(STATUSES.values()))
+        assert [r["status"] for r in doc] == list(reversed(LISTED.values()))
+        again = wire(ok("runs", "show", ids["overdue"], "--store", store_url).stdout)
+        assert again["status"] == "expired"
+        assert again["expires_at"] is None
 
     def test_filters(self, store_url: str, ids: dict[str, str]) -> None:
         """--status and --thread filter; both together narrow further."""
         queued = wire(ok("runs", "ls", "--store", store_url, "--status", "queued", "--json").stdout)
-        assert [r["id"] for r in queued] == [ids["waiting"], ids["overdue"]]
+        assert [r["id"] for r in queued] == [ids["waiting"]]  # the overdue one is expired
+        expired = wire(
+            ok("runs", "ls", "--store", store_url, "--status", "expired", "--json").stdout
+        )
+        assert [r["id"] for r in expired] == [ids["overdue"]]
         thread = wire(
             ok("runs", "ls", "--store", store_url, "--thread", "thread_tools", "--json").stdout
         )
@@ -525,7 +537,9 @@ class TestSubprocess:
 
         listed = go("ls", "--json")
         assert listed.returncode == 0, listed.stderr
-        assert [r["id"] for r in wire(listed.stdout)] == newest_first(ids)
+        doc = wire(listed.stdout)
+        assert [r["id"] for r in doc] == newest_first(ids)
+        assert [r["status"] for r in doc] == list(reversed(LISTED.values()))
         assert listed.stderr == ""
         refused = go("cancel", ids["done"])
         assert refused.returncode == 1
@@ -537,5 +551,5 @@ class TestSubprocess:
         usage = go("ls", "--limit", "0")
         assert usage.returncode == 2
         swept = go("sweep", "--json")
-        assert json.loads(swept.stdout)["swept"] == 3
+        assert json.loads(swept.stdout)["swept"] == 2  # ls expired the overdue run already
         assert RunStatus(wire(go("show", ids["lapsed"]).stdout)["status"]) is RunStatus.FAILED

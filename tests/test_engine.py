@@ -30,6 +30,7 @@ from runflow import (
     RunNotFoundError,
     RunObject,
     RunStatus,
+    ThreadBusyError,
     ToolCall,
     ToolChoiceFunction,
     ToolOutput,
@@ -687,7 +688,7 @@ class TestExpiry:
         assert got.required_action is None
         assert got.completed_at is got.failed_at is got.cancelled_at is None
         assert recorder.names == ["thread.run.expired"]
-        assert engine.runs() == [got]  # stored: runs() applies no expiry itself
+        assert [stored.record for stored in engine.store] == [got]  # stored so
         assert engine.get(run.id) == got
         assert recorder.names == ["thread.run.expired"]
 
@@ -774,6 +775,70 @@ class TestExpiry:
         ]
         assert engine.sweep() == []
         assert engine.get(done.id) == done
+
+    def test_a_listing_expires_overdue_runs_first(
+        self,
+        *,
+        engine: Engine,
+        clock: FakeClock,
+        recorder: EventRecorder,
+        drive: Callable[..., RunObject],
+    ) -> None:
+        """
+        runs() reads every run it could list: the overdue ones are expired first
+        (stored, announced once), so the statuses and the status filter are those
+        get() gives. Leases and stuck cancellations stay for sweeps; a remote run
+        observed past its local deadline is left alone.
+        """
+        overdue = [drive(status) for status in ACTIVE]
+        clock.advance(300)
+        fresh = drive("in_progress")
+        done = drive("completed")
+        remote = engine.observe(snapshot("in_progress"))
+        clock.set(overdue[0].expires_at)
+        recorder.clear()
+        assert [r.status for r in engine.runs(status="in_progress")] == [RunStatus.IN_PROGRESS] * 2
+        assert recorder.names == ["thread.run.expired"] * len(ACTIVE)
+        listed = {r.id: r for r in engine.runs()}
+        assert recorder.names == ["thread.run.expired"] * len(ACTIVE)  # once
+        assert all(listed[r.id].status is RunStatus.EXPIRED for r in overdue)
+        assert listed[fresh.id] == engine.get(fresh.id) == fresh
+        assert listed[done.id] == done
+        assert listed[remote.id] == remote
+        assert [r.id for r in engine.runs(status="expired")] == [r.id for r in overdue]
+        assert engine.sweep() == []
+
+    def test_create_on_a_thread_whose_run_is_overdue(
+        self,
+        *,
+        engine: Engine,
+        clock: FakeClock,
+        recorder: EventRecorder,
+        drive: Callable[..., RunObject],
+    ) -> None:
+        """
+        A thread's active run past its deadline holds the thread no longer: creating
+        the next run reads it, which expires it (R3.4), and the new run takes the
+        thread (R1.3). Before the deadline the thread stays busy, nothing changed.
+        """
+        holder = drive("requires_action")
+        thread = holder.thread_id
+        clock.advance(599)
+        recorder.clear()
+        with pytest.raises(ThreadBusyError) as info:
+            engine.create(thread_id=thread, assistant_id="asst_a")
+        assert info.value.run_id == holder.id
+        assert engine.get(holder.id) == holder
+        assert recorder.names == []
+        clock.advance(1)
+        run = engine.create(thread_id=thread, assistant_id="asst_a")
+        assert run.status is RunStatus.QUEUED
+        assert engine.get(holder.id).status is RunStatus.EXPIRED
+        assert recorder.names == ["thread.run.expired", "thread.run.created", "thread.run.queued"]
+        sequences = [e.sequence for e in recorder.events]
+        assert sequences == sorted(set(sequences))
+        with pytest.raises(ThreadBusyError):  # the new run holds it now
+            engine.create(thread_id=thread, assistant_id="asst_a")
 
     def test_sweep_respects_per_create_deadline(
         self, engine: Engine, clock: FakeClock, new_run: Callable[..., RunObject]
@@ -1117,7 +1182,7 @@ class TestCustomClock:
             "the engine's clock Readings() returned 1700000000.75: a Clock returns integer "
             "Unix seconds (as runflow.SystemClock does with int(time.time()))"
         )
-        assert engine.runs() == []
+        assert len(engine.store) == 0  # the store itself: runs() reads the clock too
 
     def test_a_bad_reading_later_leaves_the_run_as_it_was(self) -> None:
         engine = Engine(clock=self.Readings(1_700_000_000, 1_700_000_001.5))
@@ -1125,9 +1190,10 @@ class TestCustomClock:
         for call in (engine.start, engine.get, engine.cancel):
             with pytest.raises(TypeError, match=r"returned 1700000001\.5"):
                 call(run)
-        assert engine.runs() == [run]
-        with pytest.raises(TypeError, match="integer Unix seconds"):
-            engine.sweep()
+        assert [stored.record for stored in engine.store] == [run]
+        for listing in (engine.sweep, engine.runs):
+            with pytest.raises(TypeError, match="integer Unix seconds"):
+                listing()
 
     def test_an_integer_clock_of_ones_own_is_used_as_it_is(self) -> None:
         clock = self.Readings(1_700_000_000, 1_700_000_005)

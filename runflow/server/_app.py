@@ -14,7 +14,7 @@ import attrs
 import structlog
 
 from runflow._engine import Engine
-from runflow._model import ACTIVE_STATUSES, RunObject
+from runflow._model import RunObject
 from runflow.exceptions import RunflowError, RunNotFoundError
 from runflow.server._driver import Driver
 from runflow.server._errors import (
@@ -402,12 +402,9 @@ class RunsApp:
         return kwargs
 
     def _start_run(self, thread_id: str, body: Mapping[str, Any]) -> RunObject:
-        """Create a run on an existing thread: settle overdue runs first (the thread
-        lock holds only while a run is really active)."""
+        """Create a run on an existing thread (the engine expires an overdue run that
+        still holds the thread)."""
         kwargs = self._run_kwargs(body)
-        for run in self.engine.runs(thread_id=thread_id):
-            if run.status in ACTIVE_STATUSES:
-                self.engine.get(run.id)
         known = thread_id in self.hub.threads
         self.hub.track_thread(thread_id)
         try:
@@ -455,8 +452,8 @@ class RunsApp:
         (thread_id,) = req.ids
         data = check_body("create_message", parse_json(req.body))
         self._thread(thread_id)
-        for run in self.engine.runs(thread_id=thread_id):
-            if run.status in ACTIVE_STATUSES and self.engine.get(run.id).status.is_active:
+        for run in self.engine.runs(thread_id=thread_id):  # expiry applied (R3.4)
+            if run.status.is_active:
                 raise ApiError(
                     400, f"Can't add messages to {thread_id} while a run {run.id} is active."
                 )
@@ -517,7 +514,7 @@ class RunsApp:
     def _list_runs(self, req: _Request) -> _Json:
         (thread_id,) = req.ids
         self._thread(thread_id)
-        runs = [self.engine.get(r.id).to_dict() for r in self.engine.runs(thread_id=thread_id)]
+        runs = [r.to_dict() for r in self.engine.runs(thread_id=thread_id)]  # expiry applied
         return _Json(_page(runs, req.query))
 
     def _get_run(self, req: _Request) -> _Json:

@@ -79,6 +79,19 @@ class TestThreadLock:
         second = new(engine, "thread_x")
         assert engine.get(second).status is RunStatus.QUEUED
 
+    def test_an_overdue_run_frees_its_thread(self, engine: Engine, clock: FakeClock) -> None:
+        """
+        The thread's active run past its deadline is expired by the create that
+        reads it (R3.4), and the new run takes the thread, on every store.
+        """
+        first = new(engine, "thread_x")
+        engine.start(first)
+        clock.advance(600)
+        second = new(engine, "thread_x")
+        assert engine.get(first).status is RunStatus.EXPIRED
+        assert engine.get(second).status is RunStatus.QUEUED
+        assert [r.id for r in engine.runs(thread_id="thread_x", status="queued")] == [second]
+
     def test_cancelling_still_holds_the_thread(self, engine: Engine) -> None:
         """A cancelling run is active: the thread stays busy until it ends."""
         first = new(engine, "thread_x")
