@@ -77,6 +77,19 @@ def _json_type(value: object) -> str:
     return type(value).__name__
 
 
+def openai_type(value: object) -> str:
+    """The JSON type of ``value`` as OpenAI's messages name it (a float is "a decimal")."""
+    return "a decimal" if isinstance(value, float) else _json_type(value)
+
+
+def metadata_type_error(key: str, value: object) -> str:
+    """OpenAI's message for a metadata value that is not a string (LIFECYCLE R6.1)."""
+    return (
+        f"Invalid type for 'metadata.{key}': expected a string, "
+        f"but got {openai_type(value)} instead."
+    )
+
+
 def _strict(kind: type) -> Callable[[object, type], object]:
     def hook(value: object, _: type) -> object:
         ok = type(value) is kind or (
@@ -130,11 +143,7 @@ def _structure_metadata(value: object, _: type) -> Mapping[str, str] | None:
         raise TypeError(msg)
     for key, item in value.items():
         if not isinstance(item, str):
-            msg = (
-                f"Invalid type for 'metadata.{key}': expected a string, "
-                f"but got {_json_type(item).split()[-1]} instead."
-            )
-            raise TypeError(msg)
+            raise TypeError(metadata_type_error(key, item))
     return types.MappingProxyType(dict(value))
 
 
@@ -147,6 +156,20 @@ converter.register_structure_hook_func(
     _is(Mapping[str, Any] | None), lambda v, t: None if v is None else _structure_mapping(v, t)
 )
 converter.register_structure_hook_func(_is(Mapping[str, str] | None), _structure_metadata)
+
+
+def _structure_literal(value: object, literal: object) -> object:
+    """A value of a ``Literal[...]``, refused in the words of the other enum rules."""
+    allowed = get_args(literal)
+    if isinstance(value, str | int) and not isinstance(value, bool) and value in allowed:
+        return value
+    msg = f"must be one of {list(allowed)}, got {value!r}"
+    raise ValueError(msg)
+
+
+converter.register_structure_hook_func(
+    lambda t: typing.get_origin(t) is typing.Literal, _structure_literal
+)
 
 
 def _unstructure_mapping(value: Mapping[str, Any]) -> dict[str, Any]:

@@ -111,7 +111,7 @@ def _refusal(run: RunObject, trigger: str, allowed: frozenset[str]) -> InvalidTr
     elif trigger == "cancel":
         msg = f"Cannot cancel run with status '{status}'."
     else:
-        msg = f"Cannot {trigger} run with status '{status}'."
+        msg = f"Cannot {trigger.replace('_', ' ')} run with status '{status}'."
     return InvalidTransitionError(
         msg, run_id=run.id, status=status, trigger=trigger, allowed=allowed
     )
@@ -429,7 +429,7 @@ class Engine:
         """
         run_id = _run_id(run)
         with self._lock(run_id):
-            record = self._load(run_id).record
+            record = self._transition(run_id, None, None)  # the expiry rule first (R3.4)
             if record.status in ACTIVE_STATUSES:
                 raise InvalidTransitionError(
                     f"Cannot discard run with status '{record.status.value}'.",

@@ -12,7 +12,7 @@ import types
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, get_args
 
-from runflow._convert import _json_type, all_checked, structure
+from runflow._convert import _json_type, all_checked, metadata_type_error, structure
 from runflow._model import (
     EMPTY_METADATA,
     ErrorCode,
@@ -90,11 +90,7 @@ def metadata(value: object, path: str = "$.metadata") -> Mapping[str, str]:
                 f"{path}.{key}", f"keys are at most {MAX_METADATA_KEY} characters, got {len(key)}"
             )
         if not isinstance(item, str):
-            raise ValidationError(
-                f"{path}.{key}",
-                f"Invalid type for 'metadata.{key}': expected a string, "
-                f"but got {_json_type(item).split()[-1]} instead.",
-            )
+            raise ValidationError(f"{path}.{key}", metadata_type_error(key, item))
         if len(item) > MAX_METADATA_VALUE:
             raise ValidationError(
                 f"{path}.{key}",

@@ -113,7 +113,7 @@ def refusal_message(status: str, trigger: str) -> str:
     """The exact message of the contract (API.md / issue 2)."""
     if trigger == "submit_tool_outputs":
         return f'Runs in status "{status}" do not accept tool outputs.'
-    return f"Cannot {trigger} run with status '{status}'."
+    return f"Cannot {trigger.replace('_', ' ')} run with status '{status}'."
 
 
 def call(call_id: str, name: str = "get_weather") -> dict[str, Any]:
@@ -993,6 +993,24 @@ class TestRequireAction:
         assert engine.get(run) == run
         assert recorder.names == []
 
+    @pytest.mark.parametrize(
+        ("call_type", "rule"),
+        [
+            ("code_interpreter", "must be one of ['function'], got 'code_interpreter'"),
+            (7, "must be one of ['function'], got 7"),
+            ([], "must be one of ['function'], got []"),
+        ],
+    )
+    def test_a_call_of_another_type_is_refused_in_words(
+        self, engine: Engine, drive: Callable[..., RunObject], call_type: object, rule: str
+    ) -> None:
+        """A literal field is refused as the enum rules are (not with Python's repr of
+        the ``Literal`` type)."""
+        bad = {**call("call_1"), "type": call_type}
+        with pytest.raises(ValidationError) as info:
+            engine.require_action(drive("in_progress"), tool_calls=[bad])
+        assert (info.value.path, info.value.rule) == ("$.tool_calls[0].type", rule)
+
 
 def _valid_create() -> dict[str, Any]:
     return {"thread_id": "thread_a", "assistant_id": "asst_a"}
@@ -1229,10 +1247,28 @@ class TestCreateLimits:
         assert run.status is RunStatus.QUEUED
         check_wire(run.to_dict())
 
-    def test_metadata_non_string_uses_openais_wording(self, engine: Engine) -> None:
-        """``Invalid type for 'metadata.<key>': expected a string, but got … instead.``"""
-        with pytest.raises(ValidationError, match=r"Invalid type for 'metadata\.modified'"):
-            engine.create(**_valid_create(), metadata={"modified": True})
+    @pytest.mark.parametrize(
+        ("value", "kind"),
+        [
+            (True, "a boolean"),
+            (1, "an integer"),
+            (1.5, "a decimal"),
+            (None, "null"),
+            ([], "an array"),
+        ],
+    )
+    def test_metadata_non_string_uses_openais_wording(
+        self, engine: Engine, value: object, kind: str
+    ) -> None:
+        """OpenAI's exact words (R6.1), article included, from create() and modify()."""
+        rule = f"Invalid type for 'metadata.modified': expected a string, but got {kind} instead."
+        with pytest.raises(ValidationError) as info:
+            engine.create(**_valid_create(), metadata={"modified": value})
+        assert (info.value.path, info.value.rule) == ("$.metadata.modified", rule)
+        run = engine.expire(engine.create(**_valid_create()))
+        with pytest.raises(ValidationError) as info:
+            engine.modify(run, metadata={"modified": value})
+        assert info.value.rule == rule
 
 
 class TestIds:
@@ -1367,6 +1403,24 @@ class TestLookup:
         with pytest.raises(RunflowError):
             engine.discard(run)
         assert engine.get(run) == run
+
+    def test_discard_of_an_overdue_run_expires_it_first(
+        self,
+        *,
+        engine: Engine,
+        clock: FakeClock,
+        recorder: EventRecorder,
+        drive: Callable[..., RunObject],
+    ) -> None:
+        """A run past its deadline is expired by the discard that reads it (R3.4), which
+        then forgets it: it has ended. It used to be refused as still active."""
+        run = drive("requires_action")
+        clock.set(run.expires_at)
+        recorder.clear()
+        engine.discard(run)
+        assert recorder.names == ["thread.run.expired"]
+        with pytest.raises(RunNotFoundError):
+            engine.get(run.id)
 
 
 class TestEvents:

@@ -652,7 +652,9 @@ class TestValidationErrors:
             RunObject.from_dict(_with(metadata={"ok": "yes", "modified": True}))
         assert info.value.path.startswith("$.metadata")
         assert "metadata.modified" in str(info.value)
-        assert "expected a string, but got boolean instead" in str(info.value)
+        assert info.value.rule == (
+            "Invalid type for 'metadata.modified': expected a string, but got a boolean instead."
+        )
 
     def test_a_nested_object_must_be_an_object(self) -> None:
         """A string where an object belongs is refused, saying so (a string

@@ -11,6 +11,7 @@ from functools import cache
 from importlib import resources
 from typing import Any
 
+from runflow._convert import openai_type
 from runflow.exceptions import (
     InvalidTransitionError,
     RunflowError,
@@ -226,7 +227,8 @@ def check_body(operation: str, body: object) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise ApiError(
             400,
-            f"Invalid type for request body: expected an object, but got {_kind(body)} instead.",
+            "Invalid type for request body: expected an object, "
+            f"but got {openai_type(body)} instead.",
         )
     validator = _schemas()[operation]
     try:
@@ -247,25 +249,6 @@ _KINDS: dict[str, str] = {
     "array": "an array",
     "null": "null",
 }
-
-
-_KIND_OF: tuple[tuple[type, str], ...] = (
-    (bool, "a boolean"),
-    (int, "an integer"),
-    (float, "a decimal"),
-    (str, "a string"),
-    (list, "an array"),
-    (dict, "an object"),
-)
-
-
-def _kind(value: object) -> str:
-    if value is None:
-        return "null"
-    for kind, name in _KIND_OF:
-        if isinstance(value, kind):
-            return name
-    return type(value).__name__
 
 
 def _path(parts: Iterable[object]) -> str:
@@ -295,7 +278,7 @@ def _translate(error: Any) -> ApiError:  # noqa: C901, PLR0911 - one branch per 
         return ApiError(
             400,
             f"Invalid type for '{where}': expected {_KINDS.get(wanted[0], wanted[0])}, "
-            f"but got {_kind(value)} instead.",
+            f"but got {openai_type(value)} instead.",
             param=param,
         )
     if keyword == "required":
