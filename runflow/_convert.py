@@ -167,9 +167,12 @@ def _structure_literal(value: object, literal: object) -> object:
     raise ValueError(msg)
 
 
-converter.register_structure_hook_func(
-    lambda t: typing.get_origin(t) is typing.Literal, _structure_literal
-)
+def _is_literal(target: object) -> bool:
+    origin: object = typing.get_origin(target)
+    return origin is typing.Literal
+
+
+converter.register_structure_hook_func(_is_literal, _structure_literal)
 
 
 def _unstructure_mapping(value: Mapping[str, Any]) -> dict[str, Any]:
