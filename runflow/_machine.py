@@ -421,16 +421,20 @@ class Lifecycle:
     def mermaid(self, *, title: str | None = None) -> str:
         """
         The state diagram in Mermaid syntax, drawn by transitions' own diagram support
-        from this machine's states and transitions, with the terminal statuses
-        marked final (``status --> [*]``).
+        from this machine's states and transitions (the initial status behind a start
+        point), with the terminal statuses marked final (``status --> [*]``).
         """
         model = self._graph_machine("mermaid", title)
         source = str(model.get_graph().draw(None)).rstrip("\n")
+        # a static diagram: the initial status is drawn as the others, not as the
+        # throwaway model's "current" state
+        initial = str(self.profile.initial)
+        source = source.replace(f"Class {initial} s_active", f"Class {initial} s_default")
         # transitions marks final states only in nested diagrams; mark the terminal ones
-        finals = "".join(
+        ends = "".join(
             f"\n  {s} --> [*]" for s in self.profile.states if s in self.profile.terminal
         )
-        return source + finals + "\n"
+        return f"{source}{ends}\n"
 
     def graphviz(self, *, title: str | None = None) -> Any:
         """

@@ -278,3 +278,16 @@ class TestSharedMachine:
             assert status.value in diagram
         for trigger, _, _ in TABLE:
             assert trigger in diagram
+
+    def test_lifecycle_diagram_is_static(self) -> None:
+        """
+        No status is drawn as the "current" one (transitions styles its model's state
+        so); the initial one comes from the start point, each terminal one leads to the end.
+        """
+        lines = [line.strip() for line in runflow.lifecycle_diagram().splitlines()]
+        styled = {line.split()[1]: line.split()[2] for line in lines if line.startswith("Class ")}
+        assert styled == {s.value: "s_default" for s in RunStatus}
+        assert lines.count("[*] --> queued") == 1
+        assert {line.split()[0] for line in lines if line.endswith("--> [*]")} == {
+            s.value for s in RunStatus if s.is_terminal
+        }
