@@ -625,15 +625,21 @@ def _sqlite_file(url: str) -> Path | None:
 
 @contextmanager
 def _engine(url: str, *, cancel_grace: int | None = None) -> Iterator[Engine]:
-    """An engine on the store at ``url`` (system clock), closed afterwards."""
+    """
+    An engine on the existing store at ``url`` (system clock), closed afterwards.
+    Operating on a store must not create one: a missing SQLite file, or a PostgreSQL
+    database or schema without runflow's tables (a typo), is an error.
+    """
     path = _sqlite_file(url)
-    if path is not None and not path.exists():  # reading must not create a database
+    if path is not None and not path.exists():
         msg = f"store {url}: no SQLite database at {str(path)!r}"
         raise click.ClickException(msg)
+    postgres = url.partition("://")[0].lower() in {"postgresql", "postgres"}
+    store = open_store(url, create=False) if postgres else open_store(url)
     options: dict[str, Any] = {}
     if cancel_grace is not None:
         options["cancel_grace"] = cancel_grace
-    with Engine(store=open_store(url), **options) as engine:
+    with Engine(store=store, **options) as engine:
         yield engine
 
 

@@ -479,6 +479,30 @@ class TestStoreOption:
         assert result.stderr == f"Error: store sqlite:///{path}: no SQLite database at '{path}'\n"
         assert not path.exists()
 
+    def test_postgres_schema_without_a_store(self) -> None:
+        """
+        A PostgreSQL schema without runflow's tables (a typo): exit 1, one line, and
+        nothing is created in the database (a read must not write a schema).
+        """
+        import psycopg  # noqa: PLC0415 - the postgres extra
+
+        dsn = postgres_dsn()
+        schema = f"runflow_typo_{uuid.uuid4().hex[:12]}"
+        try:
+            for command in (["ls"], ["show", "run_x"], ["sweep"]):
+                result = run("runs", *command, "--store", with_schema(dsn, schema))
+                assert result.exit_code == 1, result.output
+                assert "its tables are missing" in result.stderr
+                assert len(result.stderr.splitlines()) == 1
+            with psycopg.connect(dsn) as conn:
+                found = conn.execute(
+                    "SELECT count(*) FROM information_schema.schemata WHERE schema_name = %s",
+                    (schema,),
+                ).fetchone()
+            assert found == (0,)
+        finally:
+            drop_schema(dsn, schema)
+
     def test_memory_store_is_empty(self) -> None:
         """memory:// is a new store of the command's own: nothing in it."""
         assert ok("runs", "ls", "--store", "memory://", "--json").stdout == "[]\n"

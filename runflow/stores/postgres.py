@@ -523,8 +523,10 @@ class _Base:
         max_size: int,
         connect_timeout: float,
         retry_for: float,
+        create: bool,
     ) -> None:
         self._conninfo = conninfo
+        self._create = create
         self._url = _sql.mask_password(conninfo)
         self._where = _address(conninfo)
         try:
@@ -554,6 +556,14 @@ class _Base:
     def schema(self) -> str | None:
         """The PostgreSQL schema holding the tables (None: the connection's search_path)."""
         return self._schema
+
+    def _missing(self) -> StoreError:
+        schema = "" if self._schema is None else f" in schema {self._schema!r}"
+        msg = (
+            f"no runflow store at PostgreSQL {self._where}{schema}: its tables are missing "
+            "(a mistyped database or schema?); nothing was created"
+        )
+        return StoreError(msg, url=self._url)
 
     def _unreachable(self, exc: BaseException) -> StoreError:
         msg = f"PostgreSQL at {self._where} is unreachable: {_reason(exc)}"
@@ -604,6 +614,10 @@ class PostgresStore(_Base):
         connect_timeout: Seconds to wait for the server when the store opens.
         retry_for: Seconds a lost connection, a deadlock or a serialization failure
             is retried, with backoff, before a :class:`runflow.StoreError`.
+        create: Create the tables (and the schema) if they are missing. False: a
+            database or schema without runflow's tables is refused with a
+            :class:`runflow.StoreError` and nothing is created (for tools that only
+            read or operate on an existing store, such as ``runflow runs``).
 
     Raises:
         runflow.StoreError: a bad URL, an unreachable server, a failed login, or a
@@ -621,6 +635,7 @@ class PostgresStore(_Base):
         max_size: int = 10,
         connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
         retry_for: float = DEFAULT_RETRY_FOR,
+        create: bool = True,
     ) -> None:
         super().__init__(
             conninfo,
@@ -629,6 +644,7 @@ class PostgresStore(_Base):
             max_size=max_size,
             connect_timeout=connect_timeout,
             retry_for=retry_for,
+            create=create,
         )
         self._watchers: list[_Watcher] = []
         self._prepare()
@@ -656,6 +672,8 @@ class PostgresStore(_Base):
         try:
             with self._connect() as conn:
                 rows = _drive(conn, _version_op(self._tables))
+                if rows is None and not self._create:
+                    raise self._missing()
                 if rows is not None and not _sql.check_version(rows, self._where):
                     return
                 with conn.transaction():
@@ -965,6 +983,7 @@ class AsyncPostgresStore(_Base):
         max_size: int = 10,
         connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
         retry_for: float = DEFAULT_RETRY_FOR,
+        create: bool = True,
     ) -> None:
         super().__init__(
             conninfo,
@@ -973,6 +992,7 @@ class AsyncPostgresStore(_Base):
             max_size=max_size,
             connect_timeout=connect_timeout,
             retry_for=retry_for,
+            create=create,
         )
         self._pool: AsyncConnectionPool[_AsyncConn] | None = None
         self._opening: asyncio.Lock | None = None
@@ -1014,6 +1034,8 @@ class AsyncPostgresStore(_Base):
             conn: _AsyncConn = await psycopg.AsyncConnection.connect(self._conninfo, **self._kwargs)
             async with conn:
                 rows = await _drive_async(conn, _version_op(self._tables))
+                if rows is None and not self._create:
+                    raise self._missing()
                 if rows is not None and not _sql.check_version(rows, self._where):
                     return
                 async with conn.transaction():

@@ -75,6 +75,40 @@ class TestOpening:
         with pytest.raises(StoreError, match="closed"):
             pg.get("run_a")
 
+    def test_create_false_refuses_a_store_without_tables(
+        self, pg_dsn: str, pg_schema: str
+    ) -> None:
+        """
+        create=False: a schema without runflow's tables (a typo) is a StoreError that
+        names it, and nothing is created; with the tables, it opens as usual.
+        """
+        with pytest.raises(StoreError) as info:
+            postgres.PostgresStore(pg_dsn, schema=pg_schema, create=False)
+        assert str(info.value) == (
+            f"no runflow store at PostgreSQL 127.0.0.1:5432/test in schema {pg_schema!r}: "
+            "its tables are missing (a mistyped database or schema?); nothing was created"
+        )
+        with psycopg.connect(pg_dsn) as conn:
+            found = conn.execute(
+                "SELECT count(*) FROM information_schema.schemata WHERE schema_name = %s",
+                (pg_schema,),
+            ).fetchone()
+        assert found == (0,)
+        postgres.PostgresStore(pg_dsn, schema=pg_schema).close()  # creates the tables
+        existing = postgres.PostgresStore(pg_dsn, schema=pg_schema, create=False)
+        assert existing.get("run_a") is None
+        existing.close()
+
+    def test_async_create_false(self, pg_dsn: str, pg_schema: str) -> None:
+        """The async store refuses the same way, on open."""
+
+        async def go() -> None:
+            store = postgres.AsyncPostgresStore(pg_dsn, schema=pg_schema, create=False)
+            with pytest.raises(StoreError, match="its tables are missing"):
+                await store.open()
+
+        asyncio.run(go())
+
     def test_repr_and_properties(self, pg: Any, pg_schema: str) -> None:
         """The store shows where it is, never a password."""
         assert pg_schema in repr(pg)
