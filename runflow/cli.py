@@ -18,6 +18,7 @@ import functools
 import importlib
 import json
 import logging
+import os
 import sys
 import typing
 from collections import Counter
@@ -400,6 +401,7 @@ def simulate(  # noqa: PLR0917 - click passes every option as a parameter
         if not plot_available():
             msg = "--plot needs matplotlib: pip install 'runflow-engine[plot]'"
             raise UsageFailure(msg)
+        _check_writable_dir(plot_path, "--plot")
     chosen = _load(scenario)
     events_file = _open_events(events_path)
     try:
@@ -502,6 +504,17 @@ def _simulate(
                 if timeline is not None:
                     timeline.record(event, at)
         return summary, timeline, sim.tag
+
+
+def _check_writable_dir(path: Path, option: str) -> None:
+    """Refuse, before any work, a file that could not be written for want of its folder."""
+    folder = path.parent
+    if not folder.is_dir():
+        msg = f"cannot write {str(path)!r}: no directory {str(folder)!r}"
+        raise click.BadParameter(msg, param_hint=option)
+    if not os.access(folder, os.W_OK):
+        msg = f"cannot write {str(path)!r}: the directory {str(folder)!r} is not writable"
+        raise click.BadParameter(msg, param_hint=option)
 
 
 def _open_events(path: Path | None) -> IO[str] | None:

@@ -211,7 +211,8 @@ class TestSimulate:
         ("text", "expected"),
         [
             ("[tools\n", "not valid TOML"),
-            ("[tools]\nlatancy = 2\n", "tools.latancy: unknown key; did you mean 'latency'?"),
+            ("[tools]\nlatancy = 2\n", "tools.latancy: unknown key; did you mean 'latency'? ("),
+            ("foo = 1\n", "foo: unknown key (known here: name, "),
             ("[tools]\nmax_rounds = 'many'\n", "tools.max_rounds: expected an integer"),
         ],
     )
@@ -286,6 +287,17 @@ class TestSimulate:
         monkeypatch.setitem(sys.modules, "matplotlib.figure", None)
         with pytest.raises(_plot.PlotUnavailableError, match="runflow-engine"):
             _plot.write_plot(_plot.StatusTimeline(sim), summary, tmp_path / "x.png")
+
+    @pytest.mark.skipif(not HAS_MATPLOTLIB, reason="matplotlib (the plot extra) not installed")
+    def test_plot_path_not_writable(self, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+        """A plot file whose directory is missing is refused before simulating (exit 2)."""
+        simulated: list[object] = []
+        monkeypatch.setattr(cli_module, "_simulate", lambda *a, **k: simulated.append(a))
+        path = tmp_path / "no" / "p.png"
+        result = run("simulate", "--runs", "5", "--plot", str(path))
+        assert result.exit_code == 2
+        assert f"Invalid value for --plot: cannot write '{path}': no directory" in result.stderr
+        assert simulated == []
 
     def test_events_path_not_writable(self, tmp_path: Path) -> None:
         """An events file that cannot be opened is a usage error."""

@@ -33,6 +33,23 @@ class TestExports:
         for name in runflow.testing.__all__:
             assert getattr(runflow.testing, name) is not None
 
+    def test_sdk_helpers_without_the_sdk(self) -> None:
+        """Without the SDK (httpx2 comes with openai), the helpers say what to install."""
+        code = (
+            "import sys; sys.modules['httpx2'] = None\n"
+            "try:\n"
+            "    from runflow.testing import openai_client\n"
+            "except ImportError as exc:\n"
+            "    print(exc)\n"
+        )
+        out = subprocess.run(  # noqa: S603 - our own interpreter and code
+            [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+        )
+        assert out.stdout == (
+            "runflow.testing.openai_client needs the OpenAI SDK and the server extra "
+            "(httpx2 is missing): pip install openai 'runflow-engine[server]'\n"
+        )
+
     def test_unknown_name(self) -> None:
         """Other names are an AttributeError."""
         with pytest.raises(AttributeError, match="no attribute 'nope'"):

@@ -781,9 +781,9 @@ def _build(cls: type[Any], table: Mapping[str, object], prefix: str, source: str
         field = fields.get(key)
         if field is None:
             close = difflib.get_close_matches(key, fields, n=1)
-            hint = f"did you mean {close[0]!r}? " if close else ""
+            hint = f"; did you mean {close[0]!r}?" if close else ""
             known = ", ".join(fields)
-            raise ScenarioError(source, path, f"unknown key; {hint}(known here: {known})")
+            raise ScenarioError(source, path, f"unknown key{hint} (known here: {known})")
         section = field.metadata.get("section")
         if section is not None:
             if type(value) is not dict:

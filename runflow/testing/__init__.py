@@ -90,7 +90,14 @@ def __dir__() -> list[str]:
 
 def __getattr__(name: str) -> Any:
     if name in _LAZY:
-        from runflow.testing import _client  # noqa: PLC0415
+        try:
+            from runflow.testing import _client  # noqa: PLC0415
+        except ImportError as exc:
+            msg = (
+                f"runflow.testing.{name} needs the OpenAI SDK and the server extra "
+                f"({exc.name or exc} is missing): pip install openai 'runflow-engine[server]'"
+            )
+            raise ImportError(msg, name=exc.name) from exc
 
         value = getattr(_client, name)
         value.__module__ = __name__

@@ -75,9 +75,7 @@ class TestOpening:
         with pytest.raises(StoreError, match="closed"):
             pg.get("run_a")
 
-    def test_create_false_refuses_a_store_without_tables(
-        self, pg_dsn: str, pg_schema: str
-    ) -> None:
+    def test_create_false_refuses_a_store_without_tables(self, pg_dsn: str, pg_schema: str) -> None:
         """
         create=False: a schema without runflow's tables (a typo) is a StoreError that
         names it, and nothing is created; with the tables, it opens as usual.
