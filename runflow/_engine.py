@@ -920,6 +920,14 @@ class Engine:
                 self._life.fire(trigger, step)
         before = stored.record.__dict__
         diff = {k: v for k, v in record.__dict__.items() if before[k] != v}
+        fixed = _FIXED.intersection(diff)
+        if fixed:
+            name = min(fixed, key=_FIXED_ORDER.index)
+            raise ValidationError(
+                f"$.{name}",
+                f"a run's {name} never changes (LIFECYCLE R2.2, R3.1): the run has "
+                f"{before[name]!r}, the snapshot {diff[name]!r}",
+            )
         new = StoredRun(
             record, stored.version + 1, stored.accrued, True, now if moved else stored.since
         )
@@ -1337,6 +1345,27 @@ def _bad_clock(clock: Clock, now: object) -> TypeError:
         f"the engine's clock {clock!r} returned {now!r}: a Clock returns integer Unix "
         "seconds (as runflow.SystemClock does with int(time.time()))"
     )
+
+
+#: Fields that never change during a run (LIFECYCLE R3.1, R2.2): a snapshot changing one
+#: is not of the run observed so far.
+_FIXED_ORDER = (
+    "created_at",
+    "thread_id",
+    "assistant_id",
+    "model",
+    "instructions",
+    "tools",
+    "temperature",
+    "top_p",
+    "max_prompt_tokens",
+    "max_completion_tokens",
+    "truncation_strategy",
+    "tool_choice",
+    "parallel_tool_calls",
+    "response_format",
+)
+_FIXED = frozenset(_FIXED_ORDER)
 
 
 class _Conflict(Exception):  # noqa: N818 - internal signal, never escapes

@@ -1872,6 +1872,38 @@ class TestObserve:
         assert engine.observe(snapshot(status)).status == status
         assert len(recorder.events) == seen
 
+    @pytest.mark.parametrize(
+        ("field", "value"),
+        [
+            ("created_at", 1_600_000_000),
+            ("thread_id", "thread_other"),
+            ("assistant_id", "asst_other"),
+            ("model", "gpt-4o-mini"),
+            ("tools", []),
+            ("temperature", 0.5),
+            ("parallel_tool_calls", False),
+        ],
+    )
+    def test_a_snapshot_changing_a_fixed_field_is_refused(
+        self, engine: Engine, recorder: EventRecorder, field: str, value: object
+    ) -> None:
+        """
+        created_at (R3.1), the thread, the assistant and the configuration (R2.2) never
+        change during a run: a snapshot changing one is refused, naming the field and
+        both values, and nothing changes. Other fields (metadata, R6) may change.
+        """
+        first = engine.observe(snapshot("queued"))
+        seen = list(recorder.names)
+        with pytest.raises(ValidationError) as info:
+            engine.observe(snapshot("in_progress", **{field: value}))
+        assert info.value.path == f"$.{field}"
+        assert info.value.rule.startswith(f"a run's {field} never changes (LIFECYCLE R2.2, R3.1)")
+        assert repr(value) in info.value.rule or field == "tools"
+        assert engine.get(first.id) == first
+        assert recorder.names == seen
+        moved = engine.observe(snapshot("in_progress", metadata={"k": "v"}))
+        assert moved.metadata == {"k": "v"}
+
     def test_accepts_a_run_object(self, engine: Engine) -> None:
         """observe() takes a RunObject as well as a dict."""
         run = RunObject.from_dict(snapshot("in_progress"))

@@ -422,7 +422,9 @@ class TestJournal:
         engine.modify(run, metadata={"k": "v"})
         snapshot = engine.get(run).to_dict() | {"id": "run_remote", "thread_id": "t1"}
         engine.observe({**snapshot, "status": "in_progress", "completed_at": None})
-        engine.observe({**snapshot, "status": "in_progress", "completed_at": None, "model": "m2"})
+        engine.observe(
+            {**snapshot, "status": "in_progress", "completed_at": None, "metadata": {"k": "w"}}
+        )
         engine.observe(snapshot)
         kinds = [(e.trigger, e.from_status, e.to_status) for e in engine.history(run)]
         assert kinds[-1] == ("modify", RunStatus.COMPLETED, RunStatus.COMPLETED)
