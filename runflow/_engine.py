@@ -865,8 +865,9 @@ class Engine:
         Raises:
             runflow.InvalidTransitionError: the jump is impossible (out of a terminal
                 status, ``cancelling`` back to an active status…).
-            runflow.ValidationError: the snapshot does not parse, or names a run this
-                engine drives itself.
+            runflow.ValidationError: the snapshot does not parse, names a run this
+                engine drives itself, or changes a field that never changes during a
+                run (``created_at``, the thread, the assistant, the configuration).
         """
         record = snapshot if isinstance(snapshot, RunObject) else structure_run(snapshot)
         run_id = record.id

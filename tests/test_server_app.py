@@ -284,6 +284,9 @@ class TestValidation:
         assert error["param"] == "tool_outputs"
         error = error_of(http.post(url, json={"tool_outputs": [{"tool_call_id": "call_1"}]}), 400)
         assert error["param"] == "tool_outputs[0].output"
+        error = error_of(http.post(url, json={"tool_outputs": [{"output": "x"}]}), 400)
+        assert error["message"] == "Missing required parameter: 'tool_outputs[0].tool_call_id'."
+        assert error["param"] == "tool_outputs[0].tool_call_id"
         error = error_of(http.post(url, json={"tool_outputs": [], "extra": 1}), 400)
         assert error["message"] == "Unrecognized request argument supplied: extra"
         assert engine.history(run["id"]) == before

@@ -90,6 +90,8 @@ def from_runflow_error(error: RunflowError) -> ApiError:
     if isinstance(error, ValidationError):
         param = param_of_path(error.path)
         rule = error.rule
+        if rule.startswith("required key missing"):  # OpenAI's words, nested keys too
+            return ApiError(400, f"Missing required parameter: '{param}'.", param=param)
         message = rule if rule.startswith(("Invalid", "Missing")) else f"Invalid '{param}': {rule}"
         return ApiError(400, _end(message), param=param)
     if isinstance(error, InvalidTransitionError | ToolOutputsError | ThreadBusyError):

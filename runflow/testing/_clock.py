@@ -58,7 +58,11 @@ class FakeClock:
         return self._now
 
     def set(self, now: int) -> None:
-        """Jump to ``now`` (tests may go back in time on purpose)."""
+        """
+        Jump to ``now``. Tests may go back in time on purpose; the engine stamps what
+        the clock reads, so a run changed after a jump back gets a timestamp earlier
+        than the ones it has (``started_at`` before ``created_at``).
+        """
         self._now = self._check(now)
 
     def __repr__(self) -> str:
