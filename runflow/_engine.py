@@ -428,8 +428,10 @@ class Engine:
             runflow.RunNotFoundError: no such run.
         """
         run_id = _run_id(run)
+        # the expiry rule first (R3.4); its event is delivered outside the run's lock
+        self._transition(run_id, None, None)
         with self._lock(run_id):
-            record = self._transition(run_id, None, None)  # the expiry rule first (R3.4)
+            record = self._load(run_id).record
             if record.status in ACTIVE_STATUSES:
                 raise InvalidTransitionError(
                     f"Cannot discard run with status '{record.status.value}'.",
