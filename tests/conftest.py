@@ -174,6 +174,25 @@ def _recorder(engine: Any) -> Iterator[Any]:
 _THREADS = itertools.count(1)
 
 
+def drop_schema(dsn: str, schema: str) -> None:
+    """Drop a PostgreSQL test schema and everything in it."""
+    import psycopg  # noqa: PLC0415 - the postgres extra
+
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+
+
+def schema_exists(dsn: str, schema: str) -> bool:
+    """Whether the PostgreSQL schema exists (something created it)."""
+    import psycopg  # noqa: PLC0415 - the postgres extra
+
+    with psycopg.connect(dsn) as conn:
+        row = conn.execute(
+            "SELECT count(*) FROM information_schema.schemata WHERE schema_name = %s", (schema,)
+        ).fetchone()
+    return row is not None and row[0] > 0
+
+
 def create_run(engine: Any, **kwargs: Any) -> Any:
     """
     Create a run with the weather tool (keyword arguments override the defaults), on

@@ -27,6 +27,7 @@ from runflow import cli as cli_module
 from runflow.cli import cli
 from runflow.stores import MemoryStore, Store, open_store
 from runflow.testing import FakeClock
+from tests.conftest import drop_schema, schema_exists
 
 UNREACHABLE = "postgresql://postgres@127.0.0.1:1/test"
 TOOL = {"type": "function", "function": {"name": "get_weather"}}
@@ -68,13 +69,6 @@ def postgres_dsn() -> str:
 
 def with_schema(dsn: str, schema: str) -> str:
     return f"{dsn}{'&' if '?' in dsn else '?'}schema={schema}"
-
-
-def drop_schema(dsn: str, schema: str) -> None:
-    import psycopg  # noqa: PLC0415 - the postgres extra
-
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
 
 
 def populate(store: Store) -> dict[str, str]:
@@ -484,8 +478,6 @@ class TestStoreOption:
         A PostgreSQL schema without runflow's tables (a typo): exit 1, one line, and
         nothing is created in the database (a read must not write a schema).
         """
-        import psycopg  # noqa: PLC0415 - the postgres extra
-
         dsn = postgres_dsn()
         schema = f"runflow_typo_{uuid.uuid4().hex[:12]}"
         try:
@@ -494,12 +486,7 @@ class TestStoreOption:
                 assert result.exit_code == 1, result.output
                 assert "its tables are missing" in result.stderr
                 assert len(result.stderr.splitlines()) == 1
-            with psycopg.connect(dsn) as conn:
-                found = conn.execute(
-                    "SELECT count(*) FROM information_schema.schemata WHERE schema_name = %s",
-                    (schema,),
-                ).fetchone()
-            assert found == (0,)
+            assert not schema_exists(dsn, schema)
         finally:
             drop_schema(dsn, schema)
 

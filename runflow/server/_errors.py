@@ -91,12 +91,17 @@ def from_runflow_error(error: RunflowError) -> ApiError:
         param = param_of_path(error.path)
         rule = error.rule
         if rule.startswith("required key missing"):  # OpenAI's words, nested keys too
-            return ApiError(400, f"Missing required parameter: '{param}'.", param=param)
+            return _missing_parameter(param or "")
         message = rule if rule.startswith(("Invalid", "Missing")) else f"Invalid '{param}': {rule}"
         return ApiError(400, _end(message), param=param)
     if isinstance(error, InvalidTransitionError | ToolOutputsError | ThreadBusyError):
         return ApiError(400, error.message)
     return ApiError(400, error.message or type(error).__name__)
+
+
+def _missing_parameter(name: str) -> ApiError:
+    """OpenAI's answer to a required key missing from a request, at any depth."""
+    return ApiError(400, f"Missing required parameter: '{name}'.", param=name)
 
 
 def _end(message: str) -> str:
@@ -285,8 +290,7 @@ def _translate(error: Any) -> ApiError:  # noqa: C901, PLR0911 - one branch per 
         )
     if keyword == "required":
         missing = next((p for p in expected if p not in value), expected[0])
-        name = f"{param}.{missing}" if param else missing
-        return ApiError(400, f"Missing required parameter: '{name}'.", param=name)
+        return _missing_parameter(f"{param}.{missing}" if param else missing)
     if keyword == "additionalProperties":
         known = set(error.schema.get("properties", {}))
         extra = next((k for k in value if k not in known), "")

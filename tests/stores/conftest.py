@@ -23,16 +23,9 @@ import store_workers
 from store_workers import postgres_dsn
 
 from runflow.stores import Store
+from tests.conftest import drop_schema
 
 STORE_KINDS = ("memory", "sqlite", "postgres")
-
-
-def drop_schema(dsn: str, schema: str) -> None:
-    """Drop a test schema and everything in it."""
-    import psycopg  # noqa: PLC0415
-
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
 
 
 @pytest.fixture(name="pg_dsn")

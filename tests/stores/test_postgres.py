@@ -14,6 +14,7 @@ from store_workers import T0, claim_step, create, move, new_run
 
 from runflow import RunStatus, StoreError, ThreadBusyError
 from runflow.stores import JournalEntry
+from tests.conftest import schema_exists
 
 psycopg = pytest.importorskip("psycopg")
 postgres = pytest.importorskip("runflow.stores.postgres")
@@ -86,12 +87,7 @@ class TestOpening:
             f"no runflow store at PostgreSQL 127.0.0.1:5432/test in schema {pg_schema!r}: "
             "its tables are missing (a mistyped database or schema?); nothing was created"
         )
-        with psycopg.connect(pg_dsn) as conn:
-            found = conn.execute(
-                "SELECT count(*) FROM information_schema.schemata WHERE schema_name = %s",
-                (pg_schema,),
-            ).fetchone()
-        assert found == (0,)
+        assert not schema_exists(pg_dsn, pg_schema)
         postgres.PostgresStore(pg_dsn, schema=pg_schema).close()  # creates the tables
         existing = postgres.PostgresStore(pg_dsn, schema=pg_schema, create=False)
         assert existing.get("run_a") is None
